@@ -1,0 +1,183 @@
+"""Image decoding: any file Pillow reads -> a square RGB uint8 array, in parallel batches.
+
+Every image goes through :func:`load_image`, so training, indexing and queries see exactly the same pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+logger = logging.getLogger(__name__)
+
+#: File name endings read as images (lower case).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+
+#: Background that transparent pixels are composited on and that non-square images are padded with.
+BACKGROUND = (255, 255, 255)
+
+
+class ImageDecodeError(ValueError):
+    """An image file could not be read; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class DecodeFailure:
+    """A file that was skipped: its path and the reason it could not be decoded."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """One batch of decoded images.
+
+    Attributes
+    ----------
+    indices : int64 ndarray of shape (b,)
+        Positions of the decoded images in the input path sequence.
+    images : uint8 ndarray of shape (b, size, size, 3)
+        RGB pixels in [0, 255].
+    failures : tuple of DecodeFailure
+        Files of this batch that could not be decoded (they are not in ``images``).
+    """
+
+    indices: np.ndarray
+    images: np.ndarray
+    failures: tuple[DecodeFailure, ...]
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return ``image`` as an RGB image, with transparency composited on a white background."""
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+    """Decode one image file to a square RGB array.
+
+    The image is rotated by its EXIF orientation, converted to RGB (transparency composited on white),
+    padded to a square with white (aspect ratio kept) and resized to ``size`` x ``size`` with bilinear
+    interpolation. Large JPEGs are decoded at reduced resolution (Pillow's draft mode) when that still
+    leaves at least ``size`` pixels per side.
+
+    Parameters
+    ----------
+    path : path-like
+        Image file in any format Pillow reads (JPEG, PNG, BMP, GIF (first frame), WebP, ...).
+    size : int
+        Output side length in pixels.
+
+    Returns
+    -------
+    uint8 ndarray of shape (size, size, 3)
+        RGB pixels in [0, 255].
+
+    Raises
+    ------
+    ImageDecodeError
+        The file is missing, empty, truncated, not an image, or too large to decode safely.
+    """
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (size, size))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            image = to_rgb(image)
+            image = ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR, color=BACKGROUND)
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reason = str(error) or type(error).__name__
+        if isinstance(error, FileNotFoundError):
+            reason = "file not found"
+        raise ImageDecodeError(path, reason) from error
+
+
+def _decode_or_failure(path: Path, size: int) -> np.ndarray | DecodeFailure:
+    try:
+        return load_image(path, size)
+    except ImageDecodeError as error:
+        return DecodeFailure(error.path, error.reason)
+
+
+def iter_image_batches(
+    paths: Sequence[str | os.PathLike],
+    *,
+    size: int,
+    batch_size: int = 64,
+    workers: int | None = None,
+    prefetch: int = 2,
+) -> Iterator[ImageBatch]:
+    """Decode ``paths`` in parallel and yield them in order, one batch at a time.
+
+    Decoding runs in a thread pool (Pillow releases the GIL) and stays ``prefetch`` batches ahead of the
+    consumer, so decoding overlaps with whatever the caller does with a batch; memory is bounded by
+    ``(prefetch + 1) * batch_size`` images. A file that cannot be decoded is logged, reported in its
+    batch's ``failures`` and skipped.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Image files, in the order their indices refer to.
+    size : int
+        Output side length in pixels (see :func:`load_image`).
+    batch_size : int
+        Number of paths per batch (a batch holds fewer images when some fail).
+    workers : int, optional
+        Decoding threads; default ``os.cpu_count()``.
+    prefetch : int
+        Batches decoded ahead of the consumer.
+
+    Yields
+    ------
+    ImageBatch
+        ``images`` of shape (b, size, size, 3), b <= batch_size; batches with no decodable image are
+        still yielded (with b = 0) so that their failures are seen.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    paths = [Path(p) for p in paths]
+    starts = iter(range(0, len(paths), batch_size))
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        pending: deque[tuple[int, list[Future]]] = deque()
+
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                chunk = paths[start : start + batch_size]
+                pending.append((start, [pool.submit(_decode_or_failure, p, size) for p in chunk]))
+
+        for _ in range(prefetch + 1):
+            submit_next()
+        while pending:
+            start, futures = pending.popleft()
+            submit_next()
+            indices, images, failures = [], [], []
+            for offset, future in enumerate(futures):
+                result = future.result()
+                if isinstance(result, DecodeFailure):
+                    logger.warning("skipped %s: %s", result.path, result.reason)
+                    failures.append(result)
+                else:
+                    indices.append(start + offset)
+                    images.append(result)
+            stacked = np.stack(images) if images else np.empty((0, size, size, 3), dtype=np.uint8)
+            yield ImageBatch(np.asarray(indices, dtype=np.int64), stacked, tuple(failures))

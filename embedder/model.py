@@ -1,0 +1,300 @@
+"""The embedder: a MobileNetV2 backbone and a trained head mapping an image to an embedding and class probabilities.
+
+The classifier is one Keras model that takes raw pixels (keras-io transfer-learning guide)::
+
+    image (float32, [0, 255]) -> augment -> preprocess ([-1, 1]) -> backbone (frozen, training=False)
+        -> pool (global average) -> head: dropout -> embedding_dense -> embedding_bn
+        -> embedding (L2 normalisation) -> probabilities (softmax)
+
+The embedding of an image is the output of the ``embedding`` layer: the penultimate layer, L2-normalised,
+so inner products of embeddings are cosine similarities.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from lookalike.data import DecodeFailure, iter_image_batches
+
+from .backbone import FEATURE_DIM, build_backbone
+from .config import EmbedderConfig
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "embedder.json"
+
+
+@dataclass(frozen=True)
+class BackboneFeatures:
+    """Pooled backbone features of a list of image files.
+
+    Attributes
+    ----------
+    indices : int64 ndarray of shape (n,)
+        Positions, in the input path list, of the images that decoded; the rows below follow them.
+    features : float32 ndarray of shape (n, 1280)
+        Features of the clean images.
+    views : float32 ndarray of shape (v, n, 1280)
+        Features of ``v`` augmented views of each image (v = 0 when none were asked for).
+    failures : tuple of DecodeFailure
+        Files that could not be decoded.
+    """
+
+    indices: np.ndarray
+    features: np.ndarray
+    views: np.ndarray
+    failures: tuple[DecodeFailure, ...]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Embeddings and class probabilities of a list of image files.
+
+    Attributes
+    ----------
+    indices : int64 ndarray of shape (n,)
+        Positions, in the input path list, of the images that decoded; the rows below follow them.
+    embeddings : float32 ndarray of shape (n, d)
+        L2-normalised embeddings.
+    probabilities : float32 ndarray of shape (n, n_classes)
+        Softmax class probabilities, columns in ``Embedder.class_names`` order.
+    failures : tuple of DecodeFailure
+        Files that could not be decoded.
+    """
+
+    indices: np.ndarray
+    embeddings: np.ndarray
+    probabilities: np.ndarray
+    failures: tuple[DecodeFailure, ...]
+
+
+def _build_classifier(config: EmbedderConfig, n_classes: int, weights: str | os.PathLike | None) -> keras.Model:
+    keras.utils.set_random_seed(config.seed)
+    size = config.image_size
+    augment = keras.Sequential(
+        ([keras.layers.RandomFlip("horizontal", seed=config.seed)] if config.flip else [])
+        + [
+            keras.layers.RandomRotation(config.rotation, fill_mode="nearest", seed=config.seed + 1),
+            keras.layers.RandomZoom(config.zoom, fill_mode="nearest", seed=config.seed + 2),
+        ],
+        name="augment",
+    )
+    features = keras.Input((FEATURE_DIM,), name="features")
+    x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(features)
+    x = keras.layers.Dense(config.embedding_dim, name="embedding_dense")(x)
+    x = keras.layers.BatchNormalization(name="embedding_bn")(x)
+    embedding = keras.layers.UnitNormalization(name="embedding")(x)
+    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(embedding)
+    head = keras.Model(features, probabilities, name="head")
+
+    image = keras.Input((size, size, 3), name="image")
+    x = augment(image)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
+    x = build_backbone(size, weights)(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(image, head(x), name="lookalike_classifier")
+
+
+class Embedder:
+    """Image -> (L2-normalised embedding, class probabilities), with a MobileNetV2 backbone.
+
+    Build a new one with :meth:`build` (then train its head, see :func:`lookalike.embedder.train`) or
+    load a saved one with :meth:`load`; the constructor only wires an existing classifier model.
+
+    Attributes
+    ----------
+    config : EmbedderConfig
+    class_names : tuple of str
+        Class of each column of the probabilities.
+    classifier : keras.Model
+        The whole model, raw pixels -> probabilities (see the module docstring for its layers).
+    """
+
+    def __init__(self, classifier: keras.Model, *, config: EmbedderConfig, class_names: Sequence[str]):
+        self.config = config
+        self.class_names = tuple(class_names)
+        self.classifier = classifier
+        self.head = classifier.get_layer("head")
+        self.augment = classifier.get_layer("augment")
+        image = keras.Input((config.image_size, config.image_size, 3), name="image")
+        x = classifier.get_layer("preprocess")(image)
+        x = classifier.get_layer("backbone")(x, training=False)
+        self._backbone_features = keras.Model(image, classifier.get_layer("pool")(x), name="backbone_features")
+        self._head_outputs = keras.Model(
+            self.head.input, [self.head.get_layer("embedding").output, self.head.output], name="head_outputs"
+        )
+
+    @classmethod
+    def build(
+        cls, config: EmbedderConfig, class_names: Sequence[str], *, weights: str | os.PathLike | None = None
+    ) -> Embedder:
+        """A new embedder with the ImageNet backbone and an untrained head.
+
+        Parameters
+        ----------
+        config : EmbedderConfig
+        class_names : sequence of str
+            At least two class names.
+        weights : str or path-like, optional
+            Backbone weights, see :func:`lookalike.embedder.resolve_weights`.
+
+        Raises
+        ------
+        ValueError
+            Fewer than two classes.
+        BackboneWeightsError
+            The backbone weights cannot be found.
+        """
+        if len(class_names) < 2:
+            raise ValueError(f"the number of classes has to be greater than one; got {len(class_names)}")
+        return cls(_build_classifier(config, len(class_names), weights), config=config, class_names=class_names)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size d of the embeddings."""
+        return self.config.embedding_dim
+
+    def backbone_features(self, images: np.ndarray, *, augment: bool = False) -> np.ndarray:
+        """Pooled backbone features of a batch of images.
+
+        Parameters
+        ----------
+        images : uint8 or float32 ndarray of shape (n, s, s, 3)
+            RGB pixels in [0, 255], s = ``config.image_size``.
+        augment : bool
+            Apply one random augmentation (flip, rotation, zoom) to each image first.
+
+        Returns
+        -------
+        float32 ndarray of shape (n, 1280)
+        """
+        images = np.asarray(images, dtype=np.float32)
+        if len(images) == 0:
+            return np.empty((0, FEATURE_DIM), np.float32)
+        if augment:
+            images = keras.ops.convert_to_numpy(self.augment(images, training=True))
+        return np.asarray(self._backbone_features.predict_on_batch(images), dtype=np.float32)
+
+    def head_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the head (in inference mode) on pooled backbone features.
+
+        Parameters
+        ----------
+        features : float32 ndarray of shape (n, 1280)
+
+        Returns
+        -------
+        embeddings : float32 ndarray of shape (n, d), L2-normalised
+        probabilities : float32 ndarray of shape (n, n_classes)
+        """
+        if len(features) == 0:
+            return (np.empty((0, self.embedding_dim), np.float32), np.empty((0, len(self.class_names)), np.float32))
+        embeddings, probabilities = self._head_outputs.predict(
+            np.asarray(features, dtype=np.float32), batch_size=1024, verbose=0
+        )
+        return np.asarray(embeddings, dtype=np.float32), np.asarray(probabilities, dtype=np.float32)
+
+    def embed_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and class probabilities of a batch of decoded images.
+
+        Parameters
+        ----------
+        images : uint8 ndarray of shape (n, s, s, 3)
+            As returned by :func:`lookalike.data.load_image` with s = ``config.image_size``.
+
+        Returns
+        -------
+        embeddings : float32 ndarray of shape (n, d), L2-normalised
+        probabilities : float32 ndarray of shape (n, n_classes)
+        """
+        return self.head_outputs(self.backbone_features(images))
+
+    def encode_files(
+        self, paths: Sequence[str | os.PathLike], *, augment_views: int = 0, progress: bool = False
+    ) -> BackboneFeatures:
+        """Decode image files in parallel and compute their backbone features, batch by batch.
+
+        Parameters
+        ----------
+        paths : sequence of path-like
+        augment_views : int
+            Number of augmented views to encode per image besides the clean one.
+        progress : bool
+            Show a progress bar (images per second).
+
+        Returns
+        -------
+        BackboneFeatures
+            Unreadable files are skipped and listed in ``failures``.
+        """
+        indices, features, views, failures = [], [], [], []
+        batches = iter_image_batches(paths, size=self.config.image_size, batch_size=self.config.batch_size)
+        with tqdm(total=len(paths), unit="img", desc="embedding", disable=not progress) as bar:
+            for batch in batches:
+                indices.append(batch.indices)
+                features.append(self.backbone_features(batch.images))
+                augmented = [self.backbone_features(batch.images, augment=True) for _ in range(augment_views)]
+                views.append(np.stack(augmented) if augmented else np.empty((0, len(batch.indices), FEATURE_DIM)))
+                failures.extend(batch.failures)
+                bar.update(len(batch.indices) + len(batch.failures))
+        if failures:
+            logger.warning("%d of %d images could not be read and were skipped", len(failures), len(paths))
+        if not indices:  # no paths at all
+            return BackboneFeatures(
+                np.empty(0, np.int64),
+                np.empty((0, FEATURE_DIM), np.float32),
+                np.empty((augment_views, 0, FEATURE_DIM), np.float32),
+                (),
+            )
+        return BackboneFeatures(
+            np.concatenate(indices),
+            np.concatenate(features).astype(np.float32, copy=False),
+            np.concatenate(views, axis=1).astype(np.float32, copy=False),
+            tuple(failures),
+        )
+
+    def embed_files(self, paths: Sequence[str | os.PathLike], *, progress: bool = False) -> Embeddings:
+        """Embeddings and class probabilities of image files; unreadable files are skipped and reported.
+
+        Returns
+        -------
+        Embeddings
+        """
+        encoded = self.encode_files(paths, progress=progress)
+        embeddings, probabilities = self.head_outputs(encoded.features)
+        return Embeddings(encoded.indices, embeddings, probabilities, encoded.failures)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write ``model.keras`` (Keras v3 format) and ``embedder.json`` (config, class names) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.classifier.save(directory / MODEL_FILE)
+        payload = {"config": self.config.to_dict(), "class_names": list(self.class_names)}
+        (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Embedder:
+        """Load an embedder written by :meth:`save`, with Keras' ``safe_mode`` (no code from the file runs).
+
+        Raises
+        ------
+        FileNotFoundError
+            ``model.keras`` or ``embedder.json`` is missing.
+        """
+        directory = Path(directory)
+        for name in (MODEL_FILE, CONFIG_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"not a saved embedder: {directory / name} is missing")
+        payload = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        classifier = keras.models.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
+        return cls(classifier, config=EmbedderConfig.from_dict(payload["config"]), class_names=payload["class_names"])

@@ -1,0 +1,308 @@
+"""A bundle: the trained embedder, the index and its metadata, stored together in one directory.
+
+Layout of a bundle directory::
+
+    manifest.json    format version, backbone, sizes, class names, training summary, package versions
+    model.keras      the classifier (Keras v3 format), loaded with safe_mode
+    embedder.json    the embedder's configuration and class names
+    index.faiss      the FAISS index
+    metadata.json    path, label and split of every indexed image, by id
+
+A bundle is written into a temporary directory beside its target and renamed into place, so an
+interrupted write never replaces a good bundle with a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lookalike.data import Dataset, DecodeFailure, load_image
+from lookalike.embedder import Embedder, EmbedderConfig, train
+
+from .neighbors import knn_vote, nearest_classes
+from .search import EmbeddingIndex, Hit
+
+logger = logging.getLogger(__name__)
+
+#: Version of the bundle layout written by this lookalike; bundles of a newer version are refused.
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+#: Neighbours examined to rank the nearest classes ("characters").
+CHARACTER_POOL = 1024
+_VERSIONED_PACKAGES = ("lookalike", "tensorflow", "keras", "faiss-cpu", "numpy", "pillow")
+
+
+class BundleError(RuntimeError):
+    """A bundle cannot be read or written; the message names the directory or file and the problem."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """lookalike's answer for one query image.
+
+    Attributes
+    ----------
+    predicted : str
+        Class with the highest softmax probability.
+    probabilities : dict of str to float
+        Softmax probability of every class, most probable first.
+    characters : list of Hit
+        Nearest classes, each represented by its best-matching image, most similar first.
+    neighbors : list of Hit
+        The top-k most similar images, most similar first.
+    knn_predicted : str
+        Winner of the similarity-weighted vote of the ``knn_k`` nearest images.
+    knn_probabilities : dict of str to float
+        Vote shares of the classes that received votes, largest first.
+    """
+
+    predicted: str
+    probabilities: dict[str, float]
+    characters: list[Hit]
+    neighbors: list[Hit]
+    knn_predicted: str
+    knn_probabilities: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form with keys predicted, probabilities, characters, neighbors, knn."""
+        return {
+            "predicted": self.predicted,
+            "probabilities": self.probabilities,
+            "characters": [hit.to_dict() for hit in self.characters],
+            "neighbors": [hit.to_dict() for hit in self.neighbors],
+            "knn": {"predicted": self.knn_predicted, "probabilities": self.knn_probabilities},
+        }
+
+
+def _ranked(values: np.ndarray, names: Sequence[str], *, drop_zero: bool = False) -> dict[str, float]:
+    order = np.argsort(-values, kind="stable")
+    return {names[i]: float(values[i]) for i in order if not (drop_zero and values[i] <= 0)}
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+class Bundle:
+    """A trained embedder with the index of the images it embedded; answers look-alike queries.
+
+    Create one with :meth:`train`, or :meth:`load` a saved one.
+
+    Attributes
+    ----------
+    embedder : Embedder
+    index : EmbeddingIndex
+    manifest : dict
+        What :meth:`save` writes to ``manifest.json``.
+    """
+
+    def __init__(self, embedder: Embedder, index: EmbeddingIndex, manifest: dict):
+        if embedder.embedding_dim != index.dim:
+            raise BundleError(
+                f"the embedder produces {embedder.embedding_dim}-d embeddings but the index holds {index.dim}-d vectors"
+            )
+        if tuple(embedder.class_names) != tuple(index.class_names):
+            raise BundleError("the embedder and the index have different class names")
+        self.embedder = embedder
+        self.index = index
+        self.manifest = manifest
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.embedder.class_names
+
+    @classmethod
+    def train(
+        cls,
+        dataset: Dataset,
+        *,
+        config: EmbedderConfig = EmbedderConfig(),
+        weights: str | os.PathLike | None = None,
+        progress: bool = False,
+    ) -> Bundle:
+        """Train an embedder on ``dataset`` and index every image of it that could be read.
+
+        Parameters
+        ----------
+        dataset : Dataset
+            Its ``"train"`` records train the head, the others are the held-out set for early stopping;
+            all of them are indexed.
+        config : EmbedderConfig
+        weights : str or path-like, optional
+            Backbone weights, see :func:`lookalike.embedder.resolve_weights`.
+        progress : bool
+            Show progress bars.
+
+        Raises
+        ------
+        TrainingError
+            No training image could be read.
+        BackboneWeightsError
+            The backbone weights cannot be found.
+        """
+        records = dataset.records
+        result = train(records, dataset.class_names, config=config, weights=weights, progress=progress)
+        embedder = result.embedder
+        indexed = [records[i] for i in result.indices]
+        index = EmbeddingIndex.build(result.embeddings, indexed, embedder.class_names)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "backbone": "MobileNetV2 (alpha 1.0, ImageNet)",
+            "image_size": embedder.config.image_size,
+            "embedding_dim": embedder.embedding_dim,
+            "class_names": list(embedder.class_names),
+            "index": {"type": type(index.faiss_index).__name__, "metric": "inner_product", "size": len(index)},
+            "dataset": {
+                "root": str(dataset.root),
+                "images": len(indexed),
+                "skipped": [{"path": str(f.path), "reason": f.reason} for f in result.failures],
+            },
+            "training": {
+                "epochs": len(result.history["loss"]),
+                "best_epoch": result.best_epoch,
+                "val_accuracy": result.val_accuracy,
+                "history": result.history,
+            },
+            "versions": _package_versions(),
+        }
+        return cls(embedder, index, manifest)
+
+    @property
+    def failures(self) -> list[DecodeFailure]:
+        """Dataset files that could not be read when the bundle was built."""
+        return [DecodeFailure(Path(f["path"]), f["reason"]) for f in self.manifest["dataset"]["skipped"]]
+
+    def query(
+        self, embeddings: np.ndarray, probabilities: np.ndarray, *, k: int = 5, n_characters: int = 5, knn_k: int = 10
+    ) -> list[QueryResult]:
+        """Answer queries given their embeddings and softmax probabilities.
+
+        Parameters
+        ----------
+        embeddings : float32 ndarray of shape (n, d), L2-normalised
+        probabilities : float32 ndarray of shape (n, n_classes)
+        k : int
+            Number of neighbouring images to return.
+        n_characters : int
+            Number of nearest classes to return.
+        knn_k : int
+            Number of neighbours in the k-NN vote.
+
+        Returns
+        -------
+        list of QueryResult, one per query
+        """
+        pool = min(len(self.index), max(k, knn_k, CHARACTER_POOL))
+        found = self.index.search(embeddings, pool)
+        votes = knn_vote(found.labels[:, :knn_k], found.scores[:, :knn_k], len(self.class_names))
+        ranked = nearest_classes(found.labels, top=n_characters)
+        results = []
+        for row, (positions, _) in enumerate(ranked):
+            characters = [self.index.hit(int(found.ids[row, p]), float(found.scores[row, p])) for p in positions]
+            results.append(
+                QueryResult(
+                    predicted=self.class_names[int(np.argmax(probabilities[row]))],
+                    probabilities=_ranked(probabilities[row], self.class_names),
+                    characters=characters,
+                    neighbors=found.hits[row][:k],
+                    knn_predicted=self.class_names[int(np.argmax(votes[row]))],
+                    knn_probabilities=_ranked(votes[row], self.class_names, drop_zero=True),
+                )
+            )
+        return results
+
+    def query_files(self, paths: Sequence[str | os.PathLike], **options) -> list[QueryResult]:
+        """Answer queries given image files; ``options`` as for :meth:`query`.
+
+        Raises
+        ------
+        ImageDecodeError
+            A file cannot be read (the message names it).
+        """
+        images = np.stack([load_image(p, self.embedder.config.image_size) for p in paths])
+        return self.query(*self.embedder.embed_images(images), **options)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the bundle to ``directory`` atomically, replacing a bundle already there.
+
+        Returns
+        -------
+        Path
+            The bundle directory.
+
+        Raises
+        ------
+        BundleError
+            ``directory`` exists, is not empty and is not a bundle (it is never replaced then).
+        """
+        target = Path(directory).expanduser().resolve()
+        if target.exists() and any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
+            raise BundleError(f"refusing to replace {target}: it is not empty and not a lookalike bundle")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.writing-", dir=target.parent))
+        try:
+            staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
+            self.embedder.save(staging)
+            self.index.save(staging)
+            (staging / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+            if target.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.replace(target, retired / target.name)
+                os.replace(staging, target)
+                shutil.rmtree(retired)
+            else:
+                os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        logger.info("wrote bundle %s", target)
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Bundle:
+        """Read a bundle written by :meth:`save`.
+
+        Raises
+        ------
+        BundleError
+            Not a bundle, written by a newer lookalike, a file missing or damaged, or its parts disagree.
+        """
+        directory = Path(directory).expanduser()
+        manifest_path = directory / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise BundleError(f"not a lookalike bundle: {manifest_path} not found")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            version = int(manifest["format_version"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise BundleError(f"cannot read bundle manifest {manifest_path}: {error!r}") from error
+        if version > FORMAT_VERSION:
+            raise BundleError(
+                f"bundle {directory} has format version {version}, newer than this lookalike reads "
+                f"(up to {FORMAT_VERSION}); upgrade lookalike"
+            )
+        try:
+            embedder = Embedder.load(directory)
+            index = EmbeddingIndex.load(directory)
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise BundleError(f"cannot load bundle {directory}: {error}") from error
+        return cls(embedder, index, manifest)
