@@ -1,0 +1,52 @@
+"""The command line: --json output, errors as messages and exit codes, the installed console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import CLASSES, CORRUPT_NAME
+
+from lookalike.app.cli import main
+
+
+def test_search_json_has_the_documented_keys(bundle_path, small_dataset, capsys):
+    _, queries = small_dataset
+    query = queries["cook"][0]
+    assert main(["search", str(bundle_path), str(query), "-k", "3", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert {"predicted", "probabilities", "characters", "neighbors"} <= set(answer)
+    assert answer["predicted"] in CLASSES
+    assert set(answer["probabilities"]) == set(CLASSES)
+    assert abs(sum(answer["probabilities"].values()) - 1.0) < 1e-4
+    assert len(answer["neighbors"]) == 3 and len(answer["characters"]) == 3
+    for item in answer["characters"] + answer["neighbors"]:
+        assert {"label", "score", "path"} <= set(item) and item["label"] in CLASSES
+    scores = [item["score"] for item in answer["neighbors"]]
+    assert scores == sorted(scores, reverse=True)
+    assert len({item["label"] for item in answer["characters"]}) == 3  # one entry per character
+
+
+def test_search_text_output(bundle_path, small_dataset, capsys):
+    _, queries = small_dataset
+    assert main(["search", str(bundle_path), str(queries["123"][1]), "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("predicted: ") and "nearest characters:" in out and "nearest images:" in out
+
+
+def test_errors_are_messages_with_exit_code_one(bundle_path, small_dataset, tmp_path, capsys):
+    root, queries = small_dataset
+    corrupt = root / CLASSES[0] / CORRUPT_NAME
+    assert main(["search", str(bundle_path), str(corrupt)]) == 1
+    assert f"cannot read image {corrupt}" in capsys.readouterr().err
+    assert main(["search", str(tmp_path), str(queries["cook"][0])]) == 1
+    assert "not a lookalike bundle" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")]) == 1
+    assert "dataset folder not found" in capsys.readouterr().err
+
+
+def test_console_script_help_lists_the_commands():
+    done = subprocess.run([sys.executable, "-m", "lookalike.app.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("train", "search", "serve", "demo"):
+        assert command in done.stdout
