@@ -76,7 +76,7 @@ def build_app(bundle: Bundle) -> gr.Blocks:
                 search = gr.Button("Find look-alikes", variant="primary")
                 examples = example_images(bundle)
                 if examples:
-                    gr.Examples(examples=examples, inputs=query, label="Examples")
+                    gr.Examples(examples=examples, inputs=query, label="Examples", examples_per_page=N_EXAMPLES)
             with gr.Column(scale=1):
                 predicted = gr.Label(label="Predicted character (softmax head)", num_top_classes=5)
                 knn = gr.Label(label="k-NN vote of the 10 nearest images", num_top_classes=3)
@@ -84,8 +84,8 @@ def build_app(bundle: Bundle) -> gr.Blocks:
         with gr.Row():
             query_view = gr.Image(label="Your image", interactive=False, height=280)
             best_view = gr.Image(label="Best-matching character", interactive=False, height=280)
-        characters = gr.Gallery(label="Look-alike characters (best image of each)", columns=6, height="auto")
-        neighbors = gr.Gallery(label="Nearest images", columns=6, height="auto")
+        characters = gr.Gallery(label="Look-alike characters (best image of each)", columns=6, height=260, object_fit="contain")
+        neighbors = gr.Gallery(label="Nearest images", columns=6, height=260, object_fit="contain")
         outputs = [predicted, knn, query_view, best_view, best_caption, characters, neighbors]
         search.click(answer, inputs=[query, k], outputs=outputs, api_name="search")
         query.change(answer, inputs=[query, k], outputs=outputs, api_name=False)

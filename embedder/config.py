@@ -17,6 +17,10 @@ class EmbedderConfig:
         Size d of the embedding (the dense layer before the softmax).
     dropout : float
         Dropout rate applied to the pooled backbone features during training.
+    logit_scale : float
+        Fixed scale of the L2-normalised embedding before the softmax layer (NormFace, Wang et al. 2017,
+        arXiv:1704.06369): unit-length inputs bound the logits, and without a scale the softmax stays
+        under-confident even for an exact match.
     augment_views : int
         Augmented copies of each training image (random flip, rotation, zoom) whose backbone
         features are computed once and cached next to the clean view; 0 trains on clean views only.
@@ -41,6 +45,7 @@ class EmbedderConfig:
     image_size: int = 224
     embedding_dim: int = 256
     dropout: float = 0.2
+    logit_scale: float = 8.0
     augment_views: int = 2
     flip: bool = True
     rotation: float = 0.05

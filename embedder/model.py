@@ -4,7 +4,7 @@ The classifier is one Keras model that takes raw pixels (keras-io transfer-learn
 
     image (float32, [0, 255]) -> augment -> preprocess ([-1, 1]) -> backbone (frozen, training=False)
         -> pool (global average) -> head: dropout -> embedding_dense -> embedding_bn
-        -> embedding (L2 normalisation) -> probabilities (softmax)
+        -> embedding (L2 normalisation) -> logit_scale (x8) -> probabilities (softmax)
 
 The embedding of an image is the output of the ``embedding`` layer: the penultimate layer, L2-normalised,
 so inner products of embeddings are cosine similarities.
@@ -94,7 +94,8 @@ def _build_classifier(config: EmbedderConfig, n_classes: int, weights: str | os.
     x = keras.layers.Dense(config.embedding_dim, name="embedding_dense")(x)
     x = keras.layers.BatchNormalization(name="embedding_bn")(x)
     embedding = keras.layers.UnitNormalization(name="embedding")(x)
-    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(embedding)
+    scaled = keras.layers.Rescaling(config.logit_scale, name="logit_scale")(embedding)
+    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(scaled)
     head = keras.Model(features, probabilities, name="head")
 
     image = keras.Input((size, size, 3), name="image")
