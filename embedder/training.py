@@ -18,10 +18,10 @@ import keras
 import numpy as np
 from tqdm.keras import TqdmCallback
 
-from lookalike.data import DecodeFailure, ImageRecord
+from lookalike.data import ImageRecord
 
 from .config import EmbedderConfig
-from .model import Embedder
+from .model import Embedder, Embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +44,16 @@ class TrainingResult:
         1-based epoch whose weights were kept.
     val_accuracy : float or None
         Top-1 accuracy of the softmax head on the held-out records; None when there were none.
-    indices : int64 ndarray of shape (n,)
-        Positions, in the input records, of the images that could be read; the rows below follow them.
-    embeddings : float32 ndarray of shape (n, d), L2-normalised
-    probabilities : float32 ndarray of shape (n, n_classes)
-    failures : tuple of DecodeFailure
-        Records whose file could not be read (they are not in ``indices``).
+    embedded : Embeddings
+        Embeddings of the records, by the trained embedder; ``embedded.indices`` are positions in the
+        records given to :func:`train`, and unreadable records are in ``embedded.failures``.
     """
 
     embedder: Embedder
     history: dict[str, list[float]]
     best_epoch: int
     val_accuracy: float | None
-    indices: np.ndarray
-    embeddings: np.ndarray
-    probabilities: np.ndarray
-    failures: tuple[DecodeFailure, ...]
+    embedded: Embeddings
 
 
 def train(
@@ -147,8 +141,5 @@ def train(
         history=history,
         best_epoch=best_epoch,
         val_accuracy=val_accuracy,
-        indices=indices,
-        embeddings=embeddings,
-        probabilities=probabilities,
-        failures=train_set.failures + held_set.failures,
+        embedded=Embeddings(indices, embeddings, probabilities, train_set.failures + held_set.failures),
     )

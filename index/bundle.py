@@ -161,8 +161,8 @@ class Bundle:
         records = dataset.records
         result = train(records, dataset.class_names, config=config, weights=weights, progress=progress)
         embedder = result.embedder
-        indexed = [records[i] for i in result.indices]
-        index = EmbeddingIndex.build(result.embeddings, indexed, embedder.class_names)
+        indexed = [records[i] for i in result.embedded.indices]
+        index = EmbeddingIndex.build(result.embedded.embeddings, indexed, embedder.class_names)
         manifest = {
             "format_version": FORMAT_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -174,7 +174,7 @@ class Bundle:
             "dataset": {
                 "root": str(dataset.root),
                 "images": len(indexed),
-                "skipped": [{"path": str(f.path), "reason": f.reason} for f in result.failures],
+                "skipped": [{"path": str(f.path), "reason": f.reason} for f in result.embedded.failures],
             },
             "training": {
                 "epochs": len(result.history["loss"]),
