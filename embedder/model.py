@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from lookalike.data import DecodeFailure, iter_image_batches
 
-from .backbone import FEATURE_DIM, build_backbone
+from .backbone import build_backbone
 from .config import EmbedderConfig
 
 logger = logging.getLogger(__name__)
@@ -36,16 +36,16 @@ CONFIG_FILE = "embedder.json"
 
 @dataclass(frozen=True)
 class BackboneFeatures:
-    """Pooled backbone features of a list of image files.
+    """Backbone activations of a list of image files.
 
     Attributes
     ----------
     indices : int64 ndarray of shape (n,)
         Positions, in the input path list, of the images that decoded; the rows below follow them.
-    features : float32 ndarray of shape (n, 1280)
-        Features of the clean images.
-    views : float32 ndarray of shape (v, n, 1280)
-        Features of ``v`` augmented views of each image (v = 0 when none were asked for).
+    features : float32 ndarray of shape (n, ...)
+        Activations of the clean images: (n, feature_dim) pooled features, or a layer's (n, h, w, c).
+    views : float32 ndarray of shape (v, n, ...)
+        The same for ``v`` augmented views of each image (v = 0 when none were asked for).
     failures : tuple of DecodeFailure
         Files that could not be decoded.
     """
@@ -78,9 +78,26 @@ class Embeddings:
     failures: tuple[DecodeFailure, ...]
 
 
+def _small_cnn(image_size: int, seed: int) -> keras.Model:
+    """Four blocks of convolution, batch-norm, ReLU, max-pooling and dropout (the tutorial CIFAR-style CNN)."""
+    image = keras.Input((image_size, image_size, 3))
+    x = image
+    for i, filters in enumerate((32, 64, 128, 256), start=1):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"conv{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"conv{i}_relu")(x)
+        x = keras.layers.MaxPooling2D(name=f"conv{i}_pool")(x)
+        x = keras.layers.Dropout(0.1, seed=seed + i, name=f"conv{i}_dropout")(x)
+    return keras.Model(image, x, name="backbone")
+
+
 def _build_classifier(config: EmbedderConfig, n_classes: int, weights: str | os.PathLike | None) -> keras.Model:
     keras.utils.set_random_seed(config.seed)
     size = config.image_size
+    if config.backbone == "small-cnn":
+        backbone = _small_cnn(size, config.seed)
+    else:
+        backbone = build_backbone(size, weights)
     augment = keras.Sequential(
         ([keras.layers.RandomFlip("horizontal", seed=config.seed)] if config.flip else [])
         + [
@@ -89,7 +106,7 @@ def _build_classifier(config: EmbedderConfig, n_classes: int, weights: str | os.
         ],
         name="augment",
     )
-    features = keras.Input((FEATURE_DIM,), name="features")
+    features = keras.Input((backbone.output.shape[-1],), name="features")
     x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(features)
     x = keras.layers.Dense(config.embedding_dim, name="embedding_dense")(x)
     x = keras.layers.BatchNormalization(name="embedding_bn")(x)
@@ -101,7 +118,8 @@ def _build_classifier(config: EmbedderConfig, n_classes: int, weights: str | os.
     image = keras.Input((size, size, 3), name="image")
     x = augment(image)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
-    x = build_backbone(size, weights)(x, training=False)
+    # The pre-trained backbone always runs in inference mode (batch-norm statistics fixed); the scratch CNN trains.
+    x = backbone(x, training=False) if config.backbone == "mobilenet_v2" else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(image, head(x), name="lookalike_classifier")
 
@@ -127,13 +145,32 @@ class Embedder:
         self.classifier = classifier
         self.head = classifier.get_layer("head")
         self.augment = classifier.get_layer("augment")
-        image = keras.Input((config.image_size, config.image_size, 3), name="image")
-        x = classifier.get_layer("preprocess")(image)
-        x = classifier.get_layer("backbone")(x, training=False)
-        self._backbone_features = keras.Model(image, classifier.get_layer("pool")(x), name="backbone_features")
+        self.backbone = classifier.get_layer("backbone")
+        self.feature_dim = int(self.backbone.output.shape[-1])
+        self._encoders: dict[str | None, keras.Model] = {}
         self._head_outputs = keras.Model(
             self.head.input, [self.head.get_layer("embedding").output, self.head.output], name="head_outputs"
         )
+
+    def encoder(self, layer: str | None = None) -> keras.Model:
+        """Model from raw pixels to the activations of backbone layer ``layer`` (None: pooled features).
+
+        Built once per layer and shared: it reuses the classifier's layers and weights.
+        """
+        if layer not in self._encoders:
+            image = keras.Input((self.config.image_size, self.config.image_size, 3), name="image")
+            x = self.classifier.get_layer("preprocess")(image)
+            if layer is None:
+                x = self.classifier.get_layer("pool")(self.backbone(x, training=False))
+            else:
+                x = keras.Model(self.backbone.input, self.backbone.get_layer(layer).output)(x, training=False)
+            self._encoders[layer] = keras.Model(image, x, name=f"encoder_{layer or 'pooled'}")
+        return self._encoders[layer]
+
+    def top(self, layer: str) -> keras.Model:
+        """Model from the activations of backbone layer ``layer`` to pooled features (shares weights)."""
+        top = keras.Model(self.backbone.get_layer(layer).output, self.backbone.output)
+        return keras.Model(top.input, self.classifier.get_layer("pool")(top.output), name=f"top_from_{layer}")
 
     @classmethod
     def build(
@@ -165,33 +202,38 @@ class Embedder:
         """Size d of the embeddings."""
         return self.config.embedding_dim
 
-    def backbone_features(self, images: np.ndarray, *, augment: bool = False) -> np.ndarray:
-        """Pooled backbone features of a batch of images.
+    def encode(self, images: np.ndarray, *, layer: str | None = None, augment: bool = False) -> np.ndarray:
+        """Backbone activations of a batch of images.
 
         Parameters
         ----------
         images : uint8 or float32 ndarray of shape (n, s, s, 3)
             RGB pixels in [0, 255], s = ``config.image_size``.
+        layer : str, optional
+            Backbone layer whose output to return; None for the pooled features.
         augment : bool
             Apply one random augmentation (flip, rotation, zoom) to each image first.
 
         Returns
         -------
-        float32 ndarray of shape (n, 1280)
+        float32 ndarray of shape (n, feature_dim) for pooled features, else (n, *layer output shape)
         """
+        encoder = self.encoder(layer)
         images = np.asarray(images, dtype=np.float32)
         if len(images) == 0:
-            return np.empty((0, FEATURE_DIM), np.float32)
+            return np.empty((0, *encoder.output.shape[1:]), np.float32)
         if augment:
             images = keras.ops.convert_to_numpy(self.augment(images, training=True))
-        return np.asarray(self._backbone_features.predict_on_batch(images), dtype=np.float32)
+        if len(images) <= self.config.batch_size:
+            return np.asarray(encoder.predict_on_batch(images), dtype=np.float32)
+        return np.asarray(encoder.predict(images, batch_size=self.config.batch_size, verbose=0), dtype=np.float32)
 
     def head_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the head (in inference mode) on pooled backbone features.
 
         Parameters
         ----------
-        features : float32 ndarray of shape (n, 1280)
+        features : float32 ndarray of shape (n, feature_dim)
 
         Returns
         -------
@@ -199,7 +241,7 @@ class Embedder:
         probabilities : float32 ndarray of shape (n, n_classes)
         """
         if len(features) == 0:
-            return (np.empty((0, self.embedding_dim), np.float32), np.empty((0, len(self.class_names)), np.float32))
+            return np.empty((0, self.embedding_dim), np.float32), np.empty((0, len(self.class_names)), np.float32)
         embeddings, probabilities = self._head_outputs.predict(
             np.asarray(features, dtype=np.float32), batch_size=1024, verbose=0
         )
@@ -218,16 +260,23 @@ class Embedder:
         embeddings : float32 ndarray of shape (n, d), L2-normalised
         probabilities : float32 ndarray of shape (n, n_classes)
         """
-        return self.head_outputs(self.backbone_features(images))
+        return self.head_outputs(self.encode(images))
 
     def encode_files(
-        self, paths: Sequence[str | os.PathLike], *, augment_views: int = 0, progress: bool = False
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        layer: str | None = None,
+        augment_views: int = 0,
+        progress: bool = False,
     ) -> BackboneFeatures:
-        """Decode image files in parallel and compute their backbone features, batch by batch.
+        """Decode image files in parallel and compute their backbone activations, batch by batch.
 
         Parameters
         ----------
         paths : sequence of path-like
+        layer : str, optional
+            Backbone layer whose output to keep (see :meth:`encode`); None for the pooled features.
         augment_views : int
             Number of augmented views to encode per image besides the clean one.
         progress : bool
@@ -238,30 +287,25 @@ class Embedder:
         BackboneFeatures
             Unreadable files are skipped and listed in ``failures``.
         """
+        shape = tuple(self.encoder(layer).output.shape[1:])
         indices, features, views, failures = [], [], [], []
         batches = iter_image_batches(paths, size=self.config.image_size, batch_size=self.config.batch_size)
-        with tqdm(total=len(paths), unit="img", desc="embedding", disable=not progress) as bar:
+        with tqdm(total=len(paths), unit="img", desc="encoding", disable=not progress) as bar:
             for batch in batches:
                 indices.append(batch.indices)
-                features.append(self.backbone_features(batch.images))
-                augmented = [self.backbone_features(batch.images, augment=True) for _ in range(augment_views)]
-                views.append(np.stack(augmented) if augmented else np.empty((0, len(batch.indices), FEATURE_DIM)))
+                features.append(self.encode(batch.images, layer=layer))
+                augmented = [self.encode(batch.images, layer=layer, augment=True) for _ in range(augment_views)]
+                views.append(np.stack(augmented) if augmented else np.empty((0, len(batch.indices), *shape), np.float32))
                 failures.extend(batch.failures)
                 bar.update(len(batch.indices) + len(batch.failures))
         if failures:
             logger.warning("%d of %d images could not be read and were skipped", len(failures), len(paths))
         if not indices:  # no paths at all
             return BackboneFeatures(
-                np.empty(0, np.int64),
-                np.empty((0, FEATURE_DIM), np.float32),
-                np.empty((augment_views, 0, FEATURE_DIM), np.float32),
-                (),
+                np.empty(0, np.int64), np.empty((0, *shape), np.float32), np.empty((augment_views, 0, *shape), np.float32), ()
             )
         return BackboneFeatures(
-            np.concatenate(indices),
-            np.concatenate(features).astype(np.float32, copy=False),
-            np.concatenate(views, axis=1).astype(np.float32, copy=False),
-            tuple(failures),
+            np.concatenate(indices), np.concatenate(features), np.concatenate(views, axis=1), tuple(failures)
         )
 
     def embed_files(self, paths: Sequence[str | os.PathLike], *, progress: bool = False) -> Embeddings:

@@ -1,10 +1,17 @@
-"""Training the head on cached backbone features.
+"""Training an embedder: the head on cached backbone features, then optionally the top backbone blocks.
 
-With the backbone frozen, its output for a given input never changes, so the backbone runs once per image
-(and once per cached augmented view) and the head trains on the stored features: each epoch then costs
-milliseconds instead of a full backbone pass. This is the same computation as training the whole
-classifier with a frozen backbone, except that augmentation draws from a fixed set of ``augment_views``
-random views per image instead of a new one every epoch.
+With the pre-trained backbone frozen below some layer, that layer's output for a given input never
+changes, so the backbone runs up to it once per image (and once per cached augmented view) and training
+continues from the stored activations:
+
+1. **head**: the layers above the cut are frozen too, so they also run once; the head trains on pooled
+   features, an epoch costing milliseconds;
+2. **fine-tune** (``fine_tune_blocks > 0``): the top blocks (batch-norm kept in inference mode) and the
+   head train together from the cached activations at the cut, at a low learning rate.
+
+This is the same computation as training the whole classifier end to end with the lower backbone frozen,
+except that augmentation draws from a fixed set of ``augment_views`` random views per image instead of a
+new one every epoch. The ``small-cnn`` baseline has no pre-trained part and trains end to end on pixels.
 """
 
 from __future__ import annotations
@@ -12,18 +19,23 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import keras
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
 from tqdm.keras import TqdmCallback
 
-from lookalike.data import ImageRecord
+from lookalike.data import ImageBatch, ImageRecord, iter_image_batches
 
 from .config import EmbedderConfig
 from .model import Embedder, Embeddings
 
 logger = logging.getLogger(__name__)
+
+#: Number of MobileNetV2 inverted-residual blocks.
+MOBILENET_V2_BLOCKS = 16
 
 
 class TrainingError(ValueError):
@@ -32,28 +44,103 @@ class TrainingError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """A trained embedder and the embeddings of the images it was trained and validated on.
+    """A trained embedder and the embeddings of the images it was given.
 
     Attributes
     ----------
     embedder : Embedder
-        Head trained, best epoch's weights restored.
+        Trained; where early stopping ended a phase, that phase's best weights were restored.
     history : dict of str to list of float
-        Per-epoch ``loss`` and ``accuracy`` (and ``val_loss``, ``val_accuracy`` when there was a held-out split).
-    best_epoch : int
-        1-based epoch whose weights were kept.
+        Per-epoch ``loss`` and ``accuracy`` (and ``val_loss``, ``val_accuracy`` when there was a ``val``
+        split), the phases one after the other.
+    phase_epochs : dict of str to int
+        Epochs run by each phase (``"head"``, ``"fine_tune"`` or ``"end_to_end"``).
     val_accuracy : float or None
-        Top-1 accuracy of the softmax head on the held-out records; None when there were none.
+        Top-1 accuracy of the softmax head on the ``val`` records; None when there were none.
     embedded : Embeddings
-        Embeddings of the records, by the trained embedder; ``embedded.indices`` are positions in the
+        Embeddings of all records by the trained embedder; ``embedded.indices`` are positions in the
         records given to :func:`train`, and unreadable records are in ``embedded.failures``.
     """
 
     embedder: Embedder
     history: dict[str, list[float]]
-    best_epoch: int
+    phase_epochs: dict[str, int]
     val_accuracy: float | None
     embedded: Embeddings
+
+
+def cut_layer(blocks: int) -> str:
+    """Name of the MobileNetV2 layer below the top ``blocks`` blocks (the output of block 16 - blocks).
+
+    Raises
+    ------
+    ValueError
+        ``blocks`` is not in [1, 15].
+    """
+    if not 1 <= blocks < MOBILENET_V2_BLOCKS:
+        raise ValueError(f"blocks must be in [1, {MOBILENET_V2_BLOCKS - 1}]; got {blocks}")
+    below = MOBILENET_V2_BLOCKS - blocks
+    # Blocks that keep their shape end with a residual addition; the others with their projection.
+    return f"block_{below}_add" if below in (2, 4, 5, 7, 8, 9, 11, 12, 14, 15) else f"block_{below}_project_BN"
+
+
+def _fit(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    epochs: int,
+    learning_rate: float,
+    config: EmbedderConfig,
+    phase: str,
+    progress: bool,
+    log_dir: Path | None,
+) -> dict[str, list[float]]:
+    """Adam with cosine decay, balanced class weights, early stopping on ``val`` accuracy; returns the history."""
+    steps = max(1, int(np.ceil(len(x) / config.batch_size)) * epochs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks: list[keras.callbacks.Callback] = []
+    if validation is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True
+            )
+        )
+    if progress:
+        callbacks.append(TqdmCallback(verbose=0, desc=phase.replace("_", " ")))
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.CSVLogger(str(log_dir / f"{phase}.csv")))
+        callbacks.append(keras.callbacks.TensorBoard(str(log_dir / "tensorboard" / phase), write_graph=False))
+    class_weight = None
+    if config.balance_classes:
+        present = np.unique(y)
+        class_weight = dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=y).tolist()))
+    fit = model.fit(
+        x,
+        y,
+        validation_data=validation,
+        epochs=epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        class_weight=class_weight,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    return {name: [float(v) for v in values] for name, values in fit.history.items()}
+
+
+def _merge(*histories: dict[str, list[float]]) -> dict[str, list[float]]:
+    merged: dict[str, list[float]] = {}
+    for history in histories:
+        for name, values in history.items():
+            merged.setdefault(name, []).extend(values)
+    return merged
 
 
 def train(
@@ -63,11 +150,13 @@ def train(
     config: EmbedderConfig = EmbedderConfig(),
     weights: str | os.PathLike | None = None,
     progress: bool = False,
+    log_dir: str | os.PathLike | None = None,
 ) -> TrainingResult:
-    """Train an embedder: frozen ImageNet backbone, new head, early stopping on validation accuracy.
+    """Train an embedder and embed every record.
 
-    Records whose split is ``"train"`` train the head; all others (``"val"``, ``"test"``) are the held-out
-    set that early stopping watches. Without held-out records, early stopping watches training accuracy.
+    Records whose split is ``"train"`` train the model; ``"val"`` records drive early stopping and the
+    reported accuracy; other records (``"test"``) are only embedded, never used in training. Without
+    ``val`` records every phase runs its full number of epochs.
 
     Parameters
     ----------
@@ -79,7 +168,9 @@ def train(
     weights : str or path-like, optional
         Backbone weights, see :func:`lookalike.embedder.resolve_weights`.
     progress : bool
-        Show progress bars for feature extraction and training.
+        Show progress bars.
+    log_dir : path-like, optional
+        Write per-epoch logs here: ``<phase>.csv`` and TensorBoard event files under ``tensorboard/``.
 
     Raises
     ------
@@ -90,56 +181,88 @@ def train(
     """
     position = {name: i for i, name in enumerate(class_names)}
     labels = np.array([position[r.label] for r in records], dtype=np.int64)
-    is_train = np.array([r.split == "train" for r in records])
-    train_at, held_at = np.flatnonzero(is_train), np.flatnonzero(~is_train)
-
+    splits = np.array([r.split for r in records])
+    train_at, rest_at = np.flatnonzero(splits == "train"), np.flatnonzero(splits != "train")
+    log_dir = Path(log_dir) if log_dir is not None else None
     embedder = Embedder.build(config, class_names, weights=weights)
-    train_set = embedder.encode_files(
-        [records[i].path for i in train_at], augment_views=config.augment_views, progress=progress
-    )
-    held_set = embedder.encode_files([records[i].path for i in held_at], progress=progress)
+    fit_options = dict(config=config, progress=progress, log_dir=log_dir)
+
+    layer = cut_layer(config.fine_tune_blocks) if config.fine_tunes else None
+    train_paths, rest_paths = [records[i].path for i in train_at], [records[i].path for i in rest_at]
+    if config.backbone == "small-cnn":  # no frozen part: train on pixels, fresh augmentation every epoch
+        train_set, rest_set = _decode_all(embedder, train_paths), _decode_all(embedder, rest_paths)
+        train_x, rest_x, train_views = train_set.images, rest_set.images, []
+    else:
+        train_set = embedder.encode_files(train_paths, layer=layer, augment_views=config.augment_views, progress=progress)
+        rest_set = embedder.encode_files(rest_paths, layer=layer, progress=progress)
+        train_x, rest_x, train_views = train_set.features, rest_set.features, list(train_set.views)
     if len(train_set.indices) == 0:
         raise TrainingError(f"none of the {len(train_at)} training images could be read")
     train_labels = labels[train_at[train_set.indices]]
-    held_labels = labels[held_at[held_set.indices]]
+    rest_labels = labels[rest_at[rest_set.indices]]
+    is_val = splits[rest_at[rest_set.indices]] == "val"
 
-    views = 1 + config.augment_views
-    x = np.concatenate([train_set.features, *train_set.views])
-    y = np.tile(train_labels, views)
-    has_val = len(held_set.indices) > 0
-    monitor = "val_accuracy" if has_val else "accuracy"
-    callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience, restore_best_weights=True)]
-    if progress:
-        callbacks.append(TqdmCallback(verbose=0, desc="training head"))
-    head = embedder.head
-    head.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    fit = head.fit(
-        x,
-        y,
-        validation_data=(held_set.features, held_labels) if has_val else None,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=0,
-    )
-    history = {name: [float(v) for v in values] for name, values in fit.history.items()}
-    best_epoch = int(np.argmax(history[monitor])) + 1
-    logger.info("trained the head for %d epochs on %d feature vectors; best epoch %d", len(history[monitor]), len(x), best_epoch)
+    def validation(inputs: np.ndarray):
+        return (inputs[is_val], rest_labels[is_val]) if is_val.any() else None
 
-    embeddings, probabilities = embedder.head_outputs(np.concatenate([train_set.features, held_set.features]))
-    indices = np.concatenate([train_at[train_set.indices], held_at[held_set.indices]])
+    x = np.concatenate([train_x, *train_views])
+    y = np.tile(train_labels, 1 + len(train_views))
+    if config.backbone == "small-cnn":
+        history = _fit(
+            embedder.classifier, x, y, validation(rest_x),
+            epochs=config.epochs, learning_rate=config.learning_rate, phase="end_to_end", **fit_options,
+        )
+        phase_epochs = {"end_to_end": len(history["loss"])}
+        features = embedder.encode(np.concatenate([train_x, rest_x]))
+    else:
+        top = embedder.top(layer) if layer else None
+
+        def pooled(activations: np.ndarray) -> np.ndarray:
+            if top is None:
+                return activations
+            return np.asarray(top.predict(activations, batch_size=256, verbose=0), dtype=np.float32)
+
+        history = _fit(
+            embedder.head, pooled(x), y, validation(pooled(rest_x)),
+            epochs=config.epochs, learning_rate=config.learning_rate, phase="head", **fit_options,
+        )
+        phase_epochs = {"head": len(history["loss"])}
+        if top is not None:
+            for sublayer in top.layers:
+                sublayer.trainable = not isinstance(sublayer, keras.layers.BatchNormalization)
+            tuned = keras.Model(top.input, embedder.head(top.output), name="fine_tune")
+            fine_tune = _fit(
+                tuned, x, y, validation(rest_x),
+                epochs=config.fine_tune_epochs, learning_rate=config.fine_tune_learning_rate, phase="fine_tune",
+                **fit_options,
+            )
+            embedder.backbone.trainable = False
+            history = _merge(history, fine_tune)
+            phase_epochs["fine_tune"] = len(fine_tune["loss"])
+        features = pooled(np.concatenate([train_x, rest_x]))
+    logger.info("trained %s on %d images", phase_epochs, len(train_set.indices))
+
+    embeddings, probabilities = embedder.head_outputs(features)
+    indices = np.concatenate([train_at[train_set.indices], rest_at[rest_set.indices]])
     val_accuracy = None
-    if has_val:
-        val_accuracy = float(np.mean(probabilities[len(train_set.indices) :].argmax(axis=1) == held_labels))
+    if is_val.any():
+        val_probabilities = probabilities[len(train_set.indices) :][is_val]
+        val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == rest_labels[is_val]))
     return TrainingResult(
         embedder=embedder,
         history=history,
-        best_epoch=best_epoch,
+        phase_epochs=phase_epochs,
         val_accuracy=val_accuracy,
-        embedded=Embeddings(indices, embeddings, probabilities, train_set.failures + held_set.failures),
+        embedded=Embeddings(indices, embeddings, probabilities, train_set.failures + rest_set.failures),
+    )
+
+
+def _decode_all(embedder: Embedder, paths: list) -> ImageBatch:
+    """All of ``paths`` decoded at the embedder's input size, as one batch (unreadable files in ``failures``)."""
+    batches = list(iter_image_batches(paths, size=embedder.config.image_size, batch_size=embedder.config.batch_size))
+    size = embedder.config.image_size
+    return ImageBatch(
+        np.concatenate([b.indices for b in batches]) if batches else np.empty(0, np.int64),
+        np.concatenate([b.images for b in batches]) if batches else np.empty((0, size, size, 3), np.uint8),
+        tuple(f for b in batches for f in b.failures),
     )

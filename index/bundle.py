@@ -7,6 +7,7 @@ Layout of a bundle directory::
     embedder.json    the embedder's configuration and class names
     index.faiss      the FAISS index
     metadata.json    path, label and split of every indexed image, by id
+    logs/            per-epoch training logs: <phase>.csv and TensorBoard event files
 
 A bundle is written into a temporary directory beside its target and renamed into place, so an
 interrupted write never replaces a good bundle with a half-written one.
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 #: Version of the bundle layout written by this lookalike; bundles of a newer version are refused.
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+LOGS_DIR = "logs"
 #: Neighbours examined to rank the nearest classes ("characters").
 CHARACTER_POOL = 1024
 _VERSIONED_PACKAGES = ("lookalike", "tensorflow", "keras", "faiss-cpu", "numpy", "pillow")
@@ -114,7 +116,7 @@ class Bundle:
         What :meth:`save` writes to ``manifest.json``.
     """
 
-    def __init__(self, embedder: Embedder, index: EmbeddingIndex, manifest: dict):
+    def __init__(self, embedder: Embedder, index: EmbeddingIndex, manifest: dict, *, log_dir: Path | None = None):
         if embedder.embedding_dim != index.dim:
             raise BundleError(
                 f"the embedder produces {embedder.embedding_dim}-d embeddings but the index holds {index.dim}-d vectors"
@@ -124,6 +126,8 @@ class Bundle:
         self.embedder = embedder
         self.index = index
         self.manifest = manifest
+        #: Training logs (``<phase>.csv``, ``tensorboard/``), copied into the bundle's ``logs/`` on save.
+        self.log_dir = log_dir
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -159,7 +163,8 @@ class Bundle:
             The backbone weights cannot be found.
         """
         records = dataset.records
-        result = train(records, dataset.class_names, config=config, weights=weights, progress=progress)
+        log_dir = Path(tempfile.mkdtemp(prefix="lookalike-logs-"))
+        result = train(records, dataset.class_names, config=config, weights=weights, progress=progress, log_dir=log_dir)
         embedder = result.embedder
         indexed = [records[i] for i in result.embedded.indices]
         index = EmbeddingIndex.build(result.embedded.embeddings, indexed, embedder.class_names)
@@ -177,14 +182,14 @@ class Bundle:
                 "skipped": [{"path": str(f.path), "reason": f.reason} for f in result.embedded.failures],
             },
             "training": {
-                "epochs": len(result.history["loss"]),
-                "best_epoch": result.best_epoch,
+                "phase_epochs": result.phase_epochs,
                 "val_accuracy": result.val_accuracy,
                 "history": result.history,
+                "config": embedder.config.to_dict(),
             },
             "versions": _package_versions(),
         }
-        return cls(embedder, index, manifest)
+        return cls(embedder, index, manifest, log_dir=log_dir)
 
     @property
     def failures(self) -> list[DecodeFailure]:
@@ -263,6 +268,8 @@ class Bundle:
             staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
             self.embedder.save(staging)
             self.index.save(staging)
+            if self.log_dir is not None and self.log_dir.is_dir():
+                shutil.copytree(self.log_dir, staging / LOGS_DIR)
             (staging / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False), encoding="utf-8")
             if target.exists():
                 retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
@@ -305,4 +312,4 @@ class Bundle:
             index = EmbeddingIndex.load(directory)
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise BundleError(f"cannot load bundle {directory}: {error}") from error
-        return cls(embedder, index, manifest)
+        return cls(embedder, index, manifest, log_dir=directory / LOGS_DIR)

@@ -39,12 +39,12 @@ def small_dataset(tmp_path_factory) -> tuple[Path, dict[str, list[Path]]]:
 
 @pytest.fixture(scope="session")
 def bundle_path(small_dataset, tmp_path_factory) -> Path:
-    """A bundle trained on ``small_dataset`` through the CLI (2 epochs at most)."""
+    """A bundle trained on ``small_dataset`` through the CLI: 2 head epochs, 1 fine-tuning epoch."""
     from lookalike.app.cli import main
 
     root, _ = small_dataset
     out = tmp_path_factory.mktemp("bundles") / "small.bundle"
-    code = main(["train", str(root), "--out", str(out), "--epochs", "2", "--augment-views", "1"])
+    code = main(["train", str(root), "--out", str(out), "--epochs", "2", "--augment-views", "1", "--fine-tune-epochs", "1"])
     assert code == 0
     return out
 

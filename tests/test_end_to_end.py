@@ -17,7 +17,7 @@ def test_bundle_manifest_describes_the_run(bundle, small_dataset):
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["class_names"] == sorted(CLASSES)
     assert manifest["embedding_dim"] == bundle.index.dim == bundle.embedder.embedding_dim
-    assert 1 <= manifest["training"]["epochs"] <= 2
+    assert manifest["training"]["phase_epochs"] == {"head": 2, "fine_tune": 1}
     assert 0.0 <= manifest["training"]["val_accuracy"] <= 1.0
     assert manifest["versions"]["tensorflow"] != "not installed"
     n_images = sum(1 for p in root.rglob("*.png")) - 1  # all but the corrupt file
