@@ -1,0 +1,63 @@
+"""Training internals: where the backbone is cut, what fine-tuning may change, the scratch CNN, the logs."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from conftest import CLASSES
+
+from lookalike.data import load_folder
+from lookalike.embedder import EmbedderConfig, build_backbone, train
+from lookalike.embedder.training import cut_layer
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 5, 15])
+def test_cut_then_top_equals_the_whole_backbone(bundle, small_dataset, blocks):
+    embedder = bundle.embedder
+    _, queries = small_dataset
+    from lookalike.data import load_image
+
+    images = np.stack([load_image(p, embedder.config.image_size) for p in queries["arthur"]])
+    layer = cut_layer(blocks)
+    via_cut = embedder.top(layer).predict(embedder.encode(images, layer=layer), verbose=0)
+    np.testing.assert_allclose(via_cut, embedder.encode(images), atol=1e-4)
+
+
+def test_fine_tuning_changes_only_the_top_blocks(bundle):
+    """Blocks 14-16 and Conv_1 were fine-tuned (3 blocks); everything below, and every batch-norm, is ImageNet's."""
+    tuned = bundle.embedder.backbone
+    original = build_backbone(bundle.embedder.config.image_size)
+    changed = {
+        layer.name
+        for layer in tuned.layers
+        if layer.weights and any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), original.get_layer(layer.name).get_weights()))
+    }
+    assert changed, "fine-tuning changed nothing"
+    assert all(name.startswith(("block_14", "block_15", "block_16", "Conv_1")) for name in changed), changed
+    assert not any(name.endswith("BN") or name.endswith("_bn") for name in changed), changed
+
+
+def test_training_logs_are_in_the_bundle(bundle_path):
+    with open(bundle_path / "logs" / "head.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+    assert (bundle_path / "logs" / "fine_tune.csv").is_file()
+    assert list((bundle_path / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_small_cnn_trains_from_scratch_and_ignores_test_images(small_dataset, tmp_path):
+    root, _ = small_dataset
+    dataset = load_folder(root, val_fraction=0.25)
+    records = [r if r.label != CLASSES[1] or r.split == "train" else r.__class__(r.path, r.label, "test") for r in dataset.records]
+    config = EmbedderConfig(backbone="small-cnn", image_size=32, epochs=3, embedding_dim=16)
+    result = train(records, dataset.class_names, config=config)
+    assert result.phase_epochs == {"end_to_end": 3}
+    assert result.embedder.backbone.trainable
+    embeddings = result.embedded.embeddings
+    assert embeddings.shape == (len(records) - 1, 16)  # all but the corrupt file
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    n_val = sum(r.split == "val" for r in records)
+    assert len(result.history["val_accuracy"]) == 3 and n_val > 0
