@@ -21,6 +21,9 @@ examples:
   lookalike demo                                  train on the embedded characters and open the app
   lookalike train photos/ --out my.bundle         one sub-folder per class under photos/
   lookalike search my.bundle query.png -k 5
+  lookalike evaluate my.bundle                    accuracy, macro-F1, confusion matrices -> my.bundle/report/
+  lookalike split photos/ fewshot/ --per-class 6  few-shot train/ + test/ split
+  lookalike compare a.bundle b.bundle             table and bar chart of evaluated bundles
   lookalike serve my.bundle --port 7860
 
 Offline? Point lookalike at the MobileNetV2 ImageNet weights file with --weights PATH or
@@ -79,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=5, help="number of nearest images and characters (default %(default)s)")
     search.add_argument("--json", action="store_true", help="print one JSON object")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="score the softmax head, k-NN and nearest centroid; write BUNDLE/report/"
+    )
+    evaluate.add_argument("bundle", metavar="BUNDLE", type=Path)
+    evaluate.add_argument("data_dir", metavar="DATA_DIR", type=Path, nargs="?", help="evaluate on this folder instead of the bundle's held-out images")
+    evaluate.add_argument("--knn-k", type=int, default=10, help="neighbours in the k-NN vote (default %(default)s)")
+
+    split = commands.add_parser("split", help="write a few-shot train/ + test/ split of a dataset")
+    split.add_argument("data_dir", metavar="DATA_DIR", type=Path)
+    split.add_argument("out_dir", metavar="OUT_DIR", type=Path)
+    split.add_argument("--per-class", type=int, required=True, help="training images per class (the few-shot protocol uses 6)")
+    split.add_argument("--seed", type=int, default=0, help="seed of the per-class permutation (default %(default)s)")
+    split.add_argument("--copy", action="store_true", help="copy files instead of symlinking them")
+
+    compare = commands.add_parser("compare", help="one table and bar chart of several evaluated bundles")
+    compare.add_argument("bundles", metavar="BUNDLE", type=Path, nargs="+")
+    compare.add_argument("--out", type=Path, default=Path("compare.png"), help="bar chart file (default %(default)s)")
+
     serve = commands.add_parser("serve", help="start the web app for a bundle")
     serve.add_argument("bundle", metavar="BUNDLE", type=Path)
     _add_serve_options(serve)
@@ -121,6 +142,44 @@ def _train(data_dir: Path, out: Path, args: argparse.Namespace):
     return bundle
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from lookalike.app.report import CLASSIFIER_TITLES, write_report
+    from lookalike.data import load_folder
+    from lookalike.index import Bundle
+    from lookalike.index.evaluation import evaluate
+
+    bundle = Bundle.load(args.bundle)
+    dataset = load_folder(args.data_dir, val_fraction=0.0) if args.data_dir else None
+    evaluation = evaluate(bundle, dataset, knn_k=args.knn_k, progress=True)
+    print(f"{len(evaluation.y_true)} queries from the {evaluation.source}; k-NN and centroids fitted on {evaluation.n_reference} train images")
+    print(f"{'classifier':<18} {'accuracy':>9} {'macro-F1':>9}")
+    for name, scores in evaluation.scores.items():
+        print(f"{CLASSIFIER_TITLES[name]:<18} {scores.accuracy:>9.3f} {scores.macro_f1:>9.3f}")
+    folder = write_report(args.bundle, evaluation, bundle.manifest)
+    print(f"report, confusion matrices and training curves written to {folder}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from lookalike.app.report import CLASSIFIERS, comparison_figure, read_report
+
+    runs, rows = {}, []
+    for path in args.bundles:
+        report = read_report(path)
+        if report is None:
+            raise FileNotFoundError(f"{path} has no report yet: run `lookalike evaluate {path}` first")
+        config = report.get("config") or {}
+        name = path.name
+        runs[name] = report["summary"]
+        rows.append((name, config.get("backbone", "?"), config.get("fine_tune_blocks", "?"), report.get("training_seconds"), report["summary"]))
+    header = f"{'bundle':<28} {'backbone':<13} {'tuned':>5} {'train s':>8} " + " ".join(f"{c + ' acc':>12} {c + ' F1':>11}" for c in CLASSIFIERS)
+    print(header)
+    for name, backbone, blocks, seconds, summary in rows:
+        cells = " ".join(f"{summary[c]['accuracy']:>12.3f} {summary[c]['macro_f1']:>11.3f}" for c in CLASSIFIERS)
+        print(f"{name:<28} {backbone:<13} {blocks!s:>5} {seconds if seconds is not None else '-':>8} {cells}")
+    comparison_figure(runs).savefig(args.out, dpi=110)
+    print(f"bar chart written to {args.out}")
+
+
 def _format_result(result) -> str:
     lines = [f"predicted: {result.predicted} (p={result.probabilities[result.predicted]:.3f})"]
     lines.append(f"k-NN vote: {result.knn_predicted} ({result.knn_probabilities.get(result.knn_predicted, 0.0):.2f} of the vote)")
@@ -139,6 +198,15 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "search":
         result = Bundle.load(args.bundle).query_files([args.image], k=args.k, n_characters=args.k)[0]
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else _format_result(result))
+    elif args.command == "evaluate":
+        _evaluate(args)
+    elif args.command == "split":
+        from lookalike.data.split import few_shot_split
+
+        counts = few_shot_split(args.data_dir, args.out_dir, per_class=args.per_class, seed=args.seed, copy=args.copy)
+        print(f"wrote {counts['train']} train and {counts['test']} test images to {args.out_dir}")
+    elif args.command == "compare":
+        _compare(args)
     elif args.command == "serve":
         from lookalike.app.ui import serve
 
@@ -168,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run(args)
-    except (BackboneWeightsError, BundleError, DatasetError, ImageDecodeError, TrainingError, FileNotFoundError) as error:
+    except (
+        BackboneWeightsError, BundleError, DatasetError, ImageDecodeError, TrainingError, FileNotFoundError, FileExistsError
+    ) as error:
         print(f"lookalike: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -164,7 +165,9 @@ class Bundle:
         """
         records = dataset.records
         log_dir = Path(tempfile.mkdtemp(prefix="lookalike-logs-"))
+        started = time.perf_counter()
         result = train(records, dataset.class_names, config=config, weights=weights, progress=progress, log_dir=log_dir)
+        seconds = time.perf_counter() - started
         embedder = result.embedder
         indexed = [records[i] for i in result.embedded.indices]
         index = EmbeddingIndex.build(result.embedded.embeddings, indexed, embedder.class_names)
@@ -183,6 +186,7 @@ class Bundle:
             },
             "training": {
                 "phase_epochs": result.phase_epochs,
+                "seconds": round(seconds, 1),
                 "val_accuracy": result.val_accuracy,
                 "history": result.history,
                 "config": embedder.config.to_dict(),

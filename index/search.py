@@ -128,6 +128,10 @@ class EmbeddingIndex:
         """Embedding size d."""
         return self.faiss_index.d
 
+    def embeddings(self) -> np.ndarray:
+        """All stored embeddings, by id: float32 ndarray of shape (len(self), d)."""
+        return self.faiss_index.reconstruct_n(0, len(self))
+
     def __len__(self) -> int:
         return self.faiss_index.ntotal
 
