@@ -24,6 +24,8 @@ examples:
   lookalike evaluate my.bundle                    accuracy, macro-F1, confusion matrices -> my.bundle/report/
   lookalike split photos/ fewshot/ --per-class 6  few-shot train/ + test/ split
   lookalike compare a.bundle b.bundle             table and bar chart of evaluated bundles
+  lookalike map my.bundle --out map.html --query query.png
+  lookalike audit my.bundle --top 20 --csv audit.csv
   lookalike serve my.bundle --port 7860
 
 Offline? Point lookalike at the MobileNetV2 ImageNet weights file with --weights PATH or
@@ -99,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="one table and bar chart of several evaluated bundles")
     compare.add_argument("bundles", metavar="BUNDLE", type=Path, nargs="+")
     compare.add_argument("--out", type=Path, default=Path("compare.png"), help="bar chart file (default %(default)s)")
+
+    map_ = commands.add_parser("map", help="draw a UMAP or t-SNE map of a bundle's embeddings, optionally with a query on it")
+    map_.add_argument("bundle", metavar="BUNDLE", type=Path)
+    map_.add_argument("--out", type=Path, default=Path("map.html"), help="map.html (interactive) or map.png (default %(default)s)")
+    map_.add_argument("--method", choices=("umap", "tsne"), default="umap", help="projection (default %(default)s)")
+    map_.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2 or 3 dimensions (default %(default)s)")
+    map_.add_argument("--query", type=Path, metavar="IMAGE", help="place this image on the map with its nearest images")
+
+    audit = commands.add_parser("audit", help="rank suspected label errors and outliers")
+    audit.add_argument("bundle", metavar="BUNDLE", type=Path)
+    audit.add_argument("--top", type=int, default=20, help="how many suspects to list (default %(default)s)")
+    audit.add_argument("--csv", type=Path, metavar="FILE", help="write every image's audit numbers to this CSV file")
 
     serve = commands.add_parser("serve", help="start the web app for a bundle")
     serve.add_argument("bundle", metavar="BUNDLE", type=Path)
@@ -180,10 +194,63 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"bar chart written to {args.out}")
 
 
+def _map(args: argparse.Namespace) -> None:
+    from lookalike.app.maps import PlacedQuery, map_figure, map_png
+    from lookalike.data import load_image
+    from lookalike.index import Bundle, MapConfig
+
+    bundle = Bundle.load(args.bundle)
+    embedding_map = bundle.embedding_map(MapConfig(method=args.method, dims=args.dims))
+    query = None
+    if args.query:
+        image = load_image(args.query, bundle.embedder.config.image_size)[None]
+        embeddings, _ = bundle.embedder.embed_images(image)
+        positions, neighbor_ids = bundle.place_on_map(embeddings, embedding_map)
+        query = PlacedQuery(positions[0], neighbor_ids[0], args.query.name)
+    if args.out.suffix.lower() == ".png":
+        map_png(bundle, embedding_map, args.out, query=query)
+    else:
+        map_figure(bundle, embedding_map, query=query).write_html(args.out, include_plotlyjs=True)
+    print(f"{embedding_map.config.name} map of {len(embedding_map.coordinates)} images written to {args.out}")
+
+
+def _audit(args: argparse.Namespace) -> None:
+    import csv
+
+    from lookalike.index import Bundle, audit
+
+    bundle = Bundle.load(args.bundle)
+    result = audit(bundle.index)
+    records, names = bundle.index.records, result.class_names
+    knn, softmax = result.predicted("knn"), result.predicted("softmax")
+    print(f"{'rank':>4} {'suspicion':>9} {'margin':>7}  {'label':<20} {'k-NN says':<20} {'softmax says':<20} outlier  path")
+    for rank, i in enumerate(result.ranking()[: args.top], 1):
+        print(
+            f"{rank:>4} {result.suspicion[i]:>9.3f} {result.margin[i]:>7.3f}  {records[i].label:<20} "
+            f"{names[knn[i]]:<20} {names[softmax[i]]:<20} {'yes' if result.outlier[i] else '':<7}  {records[i].path}"
+        )
+    print(f"\n{int(result.outlier.sum())} outliers (distance to the nearest centroid > {result.outlier_threshold:.3f})")
+    print("loosest classes (mean cosine distance to their centroid):")
+    for name, spread in list(result.class_spread().items())[:5]:
+        print(f"  {name:<24} {spread:.3f}")
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "path", "label", "suspicion", "own_distance", "other_distance", "nearest_other", "margin",
+                             "knn_predicted", "softmax_predicted", "centroid_predicted", "outlier"])
+            centroid = result.predicted("centroid")
+            for i in result.ranking():
+                writer.writerow([i, records[i].path, records[i].label, f"{result.suspicion[i]:.4f}", f"{result.own_distance[i]:.4f}",
+                                 f"{result.other_distance[i]:.4f}", names[result.nearest_other[i]], f"{result.margin[i]:.4f}",
+                                 names[knn[i]], names[softmax[i]], names[centroid[i]], bool(result.outlier[i])])
+        print(f"audit of {len(records)} images written to {args.csv}")
+
+
 def _format_result(result) -> str:
     lines = [f"predicted: {result.predicted} (p={result.probabilities[result.predicted]:.3f})"]
     lines.append(f"k-NN vote: {result.knn_predicted} ({result.knn_probabilities.get(result.knn_predicted, 0.0):.2f} of the vote)")
-    lines.append("nearest characters:")
+    lines.append(f"nearest centroid: {result.centroid_predicted} (cosine {result.centroid_characters[0].score:.3f})")
+    lines.append("nearest characters (best-matching image):")
     lines += [f"  {i}. {hit.label:<24} {hit.score:.3f}  {hit.path}" for i, hit in enumerate(result.characters, 1)]
     lines.append("nearest images:")
     lines += [f"  {i}. {hit.label:<24} {hit.score:.3f}  {hit.path}" for i, hit in enumerate(result.neighbors, 1)]
@@ -207,6 +274,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {counts['train']} train and {counts['test']} test images to {args.out_dir}")
     elif args.command == "compare":
         _compare(args)
+    elif args.command == "map":
+        _map(args)
+    elif args.command == "audit":
+        _audit(args)
     elif args.command == "serve":
         from lookalike.app.ui import serve
 

@@ -1,4 +1,8 @@
-"""Evaluation reports: figures (matplotlib) and the ``report/`` folder written into a bundle."""
+"""Evaluation reports: figures (matplotlib) and the ``report/`` folder written into a bundle.
+
+Figures are bare ``matplotlib.figure.Figure`` objects, not registered with pyplot: nothing to close, and
+safe to build from the web app's worker threads.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,11 @@ import json
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from lookalike.index.evaluation import CLASSIFIERS, Evaluation  # noqa: E402
+from lookalike.index.evaluation import CLASSIFIERS, Evaluation
+from lookalike.index.files import write_atomic
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.json"
@@ -29,7 +30,8 @@ def confusion_figure(evaluation: Evaluation, classifier: str) -> Figure:
     normalised = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     n = len(evaluation.class_names)
     side = min(4 + 0.25 * n, 16)
-    fig, ax = plt.subplots(figsize=(side, side))
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     if n <= MAX_LABELLED_CLASSES:
@@ -47,7 +49,8 @@ def confusion_figure(evaluation: Evaluation, classifier: str) -> Figure:
 
 def curves_figure(history: dict[str, list[float]], phase_epochs: dict[str, int]) -> Figure:
     """Per-epoch loss and accuracy (training solid, validation dashed), phases separated by a line."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         if metric in history:
@@ -69,7 +72,8 @@ def comparison_figure(runs: dict[str, dict[str, dict[str, float]]], metric: str 
     """Grouped bars: ``runs[name][classifier][metric]`` for every run and classifier."""
     names = list(runs)
     width = 0.8 / len(CLASSIFIERS)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names) + 2), 4))
+    fig = Figure(figsize=(max(6, 1.6 * len(names) + 2), 4))
+    ax = fig.subplots()
     for i, classifier in enumerate(CLASSIFIERS):
         values = [runs[name].get(classifier, {}).get(metric, np.nan) for name in names]
         bars = ax.bar(np.arange(len(names)) + (i - 1) * width, values, width, label=CLASSIFIER_TITLES[classifier])
@@ -79,11 +83,6 @@ def comparison_figure(runs: dict[str, dict[str, dict[str, float]]], metric: str 
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
-
-
-def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_report(bundle_dir: str | os.PathLike, evaluation: Evaluation, manifest: dict) -> Path:
@@ -102,13 +101,11 @@ def write_report(bundle_dir: str | os.PathLike, evaluation: Evaluation, manifest
         "config": training.get("config"),
         "training_seconds": training.get("seconds"),
     }
-    staging = folder / f".{REPORT_FILE}.tmp"
-    staging.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    os.replace(staging, folder / REPORT_FILE)
+    write_atomic(folder / REPORT_FILE, json.dumps(payload, indent=1))
     for classifier in CLASSIFIERS:
-        _save(confusion_figure(evaluation, classifier), folder / f"confusion_{classifier}.png")
+        confusion_figure(evaluation, classifier).savefig(folder / f"confusion_{classifier}.png", dpi=110)
     if training.get("history"):
-        _save(curves_figure(training["history"], training.get("phase_epochs", {})), folder / "curves.png")
+        curves_figure(training["history"], training.get("phase_epochs", {})).savefig(folder / "curves.png", dpi=110)
     return folder
 
 

@@ -1,16 +1,23 @@
-"""The Gradio web app: upload an image, get the predicted character and its look-alikes."""
+"""The Gradio web app: search look-alikes, evaluate the bundle, train a new one."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 
-from lookalike.data import ImageDecodeError  # noqa: E402
-from lookalike.index import Bundle, QueryResult  # noqa: E402
+from lookalike.app.maps import PlacedQuery, map_figure  # noqa: E402
+from lookalike.app.report import CLASSIFIER_TITLES, confusion_figure, curves_figure  # noqa: E402
+from lookalike.data import DEFAULT_DATASET, ImageDecodeError, load_folder, load_image  # noqa: E402
+from lookalike.embedder.config import EmbedderConfig  # noqa: E402
+from lookalike.index import Bundle, MapConfig, QueryResult, audit  # noqa: E402
+from lookalike.index.evaluation import CLASSIFIERS, evaluate  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +25,25 @@ logger = logging.getLogger(__name__)
 MAX_UPLOAD_SIZE = "20mb"
 #: Number of example queries offered (one held-out image from each of the first classes).
 N_EXAMPLES = 12
+#: Side in pixels of the result images sent to the browser.
+THUMBNAIL = 256
+
+
+class ServedBundle:
+    """The bundle the app answers with; the Train view replaces it when a new bundle is ready."""
+
+    def __init__(self, bundle: Bundle):
+        self._bundle = bundle
+        self._lock = threading.Lock()
+
+    @property
+    def bundle(self) -> Bundle:
+        with self._lock:
+            return self._bundle
+
+    def replace(self, bundle: Bundle) -> None:
+        with self._lock:
+            self._bundle = bundle
 
 
 def example_images(bundle: Bundle, n: int = N_EXAMPLES) -> list[str]:
@@ -29,73 +55,283 @@ def example_images(bundle: Bundle, n: int = N_EXAMPLES) -> list[str]:
     return list(chosen.values())[:n]
 
 
-def _summary(bundle: Bundle) -> str:
+def summary(bundle: Bundle) -> str:
+    """One Markdown line describing ``bundle``."""
     manifest = bundle.manifest
     accuracy = manifest.get("training", {}).get("val_accuracy")
-    accuracy_text = f", held-out accuracy {accuracy:.3f}" if accuracy is not None else ""
+    accuracy_text = f", validation accuracy {accuracy:.3f}" if accuracy is not None else ""
     return (
-        f"{len(bundle.class_names)} characters, {len(bundle.index)} indexed images, "
+        f"**{len(bundle.class_names)} characters, {len(bundle.index)} indexed images**, "
         f"{manifest['backbone']} backbone, {manifest['embedding_dim']}-d embeddings{accuracy_text}"
+        + (f" · bundle `{bundle.path}`" if bundle.path else "")
     )
 
 
-def _outputs(query_path: str, result: QueryResult) -> tuple:
+def _thumbnail(path: Path):
+    """The image at ``path`` as a THUMBNAIL-pixel square array, or None if it cannot be read any more."""
+    try:
+        return load_image(path, THUMBNAIL)
+    except ImageDecodeError as error:
+        logger.warning("cannot show %s: %s", error.path, error.reason)
+        return None
+
+
+def _gallery(hits) -> list[tuple]:
+    items = [(_thumbnail(hit.path), f"{hit.label}  {hit.score:.3f}") for hit in hits]
+    return [(image, caption) for image, caption in items if image is not None]
+
+
+def _search_outputs(query_path: str, result: QueryResult) -> tuple:
     best = result.characters[0] if result.characters else None
-    characters = [(str(hit.path), f"{hit.label}  {hit.score:.3f}") for hit in result.characters]
-    neighbors = [(str(hit.path), f"{hit.label}  {hit.score:.3f}") for hit in result.neighbors]
     best_caption = f"### Best match: **{best.label}** (cosine similarity {best.score:.3f})" if best else ""
     return (
         result.probabilities,
         result.knn_probabilities,
+        f"Nearest centroid: **{result.centroid_predicted}** (cosine {result.centroid_characters[0].score:.3f})",
         query_path,
-        str(best.path) if best else None,
+        _thumbnail(best.path) if best else None,
         best_caption,
-        characters,
-        neighbors,
+        _gallery(result.characters),
+        _gallery(result.centroid_characters),
+        _gallery(result.neighbors),
     )
 
 
-def build_app(bundle: Bundle) -> gr.Blocks:
-    """The look-alike search app for ``bundle``; launch it with :func:`serve`."""
-
+def _search_view(served: ServedBundle) -> None:
     def answer(image_path: str | None, k: int):
         if not image_path:
-            return None, None, None, None, "", [], []
+            return None, None, "", None, None, "", [], [], []
         try:
-            result = bundle.query_files([image_path], k=int(k), n_characters=int(k))[0]
+            result = served.bundle.query_files([image_path], k=int(k), n_characters=int(k))[0]
         except ImageDecodeError as error:
             raise gr.Error(f"Could not read that image: {error.reason}") from error
-        return _outputs(image_path, result)
+        return _search_outputs(image_path, result)
 
+    with gr.Row():
+        with gr.Column(scale=1):
+            query = gr.Image(type="filepath", label="Query image", sources=["upload", "clipboard"], height=320)
+            k = gr.Slider(1, 20, value=6, step=1, label="How many look-alikes")
+            search = gr.Button("Find look-alikes", variant="primary")
+            examples = example_images(served.bundle)
+            if examples:
+                gr.Examples(examples=examples, inputs=query, label="Examples", examples_per_page=N_EXAMPLES)
+        with gr.Column(scale=1):
+            predicted = gr.Label(label="Predicted character (softmax head)", num_top_classes=5)
+            knn = gr.Label(label="k-NN vote of the 10 nearest images", num_top_classes=3)
+            centroid = gr.Markdown()
+    best_caption = gr.Markdown()
+    with gr.Row():
+        query_view = gr.Image(label="Your image", interactive=False, height=280)
+        best_view = gr.Image(label="Best-matching character", interactive=False, height=280)
+    gallery = dict(columns=6, height=260, object_fit="contain")
+    characters = gr.Gallery(label="Look-alike characters (each by its best-matching image)", **gallery)
+    centroid_characters = gr.Gallery(label="Nearest class centroids (each by its most typical image)", **gallery)
+    neighbors = gr.Gallery(label="Nearest images", **gallery)
+    outputs = [predicted, knn, centroid, query_view, best_view, best_caption, characters, centroid_characters, neighbors]
+    search.click(answer, inputs=[query, k], outputs=outputs, api_name="search")
+    query.change(answer, inputs=[query, k], outputs=outputs, api_name=False)
+
+
+def _evaluate_view(served: ServedBundle) -> None:
+    def run(classifier: str):
+        bundle = served.bundle
+        try:
+            evaluation = evaluate(bundle)
+        except Exception as error:  # noqa: BLE001 - shown to the user, e.g. a bundle without held-out images
+            raise gr.Error(str(error)) from error
+        table = [
+            [CLASSIFIER_TITLES[name], round(s.accuracy, 4), round(s.macro_f1, 4)] for name, s in evaluation.scores.items()
+        ]
+        training = bundle.manifest.get("training", {})
+        curves = curves_figure(training["history"], training.get("phase_epochs", {})) if training.get("history") else None
+        note = f"{len(evaluation.y_true)} held-out images; k-NN and centroids fitted on {evaluation.n_reference} train images."
+        return note, table, confusion_figure(evaluation, classifier), curves
+
+    gr.Markdown("Scores of the three classifiers on the bundle's held-out (val/test) images.")
+    with gr.Row():
+        classifier = gr.Radio(
+            list(CLASSIFIERS), value="softmax", label="Confusion matrix of", info="softmax head, k-NN vote, nearest centroid"
+        )
+        button = gr.Button("Evaluate", variant="primary")
+    note = gr.Markdown()
+    table = gr.Dataframe(headers=["classifier", "accuracy", "macro-F1"], label="Held-out metrics", interactive=False)
+    confusion = gr.Plot(label="Normalised confusion matrix")
+    curves = gr.Plot(label="Training curves")
+    button.click(run, inputs=classifier, outputs=[note, table, confusion, curves], api_name="evaluate")
+    classifier.change(run, inputs=classifier, outputs=[note, table, confusion, curves], api_name=False)
+
+
+def _train_view(served: ServedBundle, header: gr.Markdown) -> None:
+    import keras
+
+    def run(data_dir: str, out_dir: str, epochs: float, fine_tune: bool):
+        rows: list[dict] = []
+        outcome: dict = {}
+        config = EmbedderConfig(epochs=int(epochs), fine_tune_blocks=EmbedderConfig().fine_tune_blocks if fine_tune else 0)
+        follow = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rows.append(dict(logs or {})))
+
+        def work():
+            try:
+                dataset = load_folder(data_dir)
+                outcome["dataset"] = dataset.summary()
+                bundle = Bundle.train(dataset, config=config, callbacks=[follow])
+                bundle.save(out_dir)
+                outcome["bundle"] = bundle
+            except Exception as error:  # noqa: BLE001 - reported in the view
+                outcome["error"] = error
+
+        def curves():
+            history = {key: [row.get(key, float("nan")) for row in rows] for key in (rows[0] if rows else {})}
+            return curves_figure(history, {}) if rows else None
+
+        worker = threading.Thread(target=work, name="lookalike-train", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(2.0)
+            stage = f"epoch {len(rows)}, accuracy {rows[-1].get('accuracy', 0):.3f}" if rows else "encoding images with the backbone"
+            yield f"Training on {outcome.get('dataset', data_dir)}: {stage} ...", curves(), gr.update()
+        if "error" in outcome:
+            raise gr.Error(f"Training failed: {outcome['error']}")
+        bundle = outcome["bundle"]
+        served.replace(bundle)
+        accuracy = bundle.manifest["training"]["val_accuracy"]
+        done = f"Done: bundle written to `{bundle.path}` and now served" + (
+            f"; validation accuracy {accuracy:.3f}." if accuracy is not None else "."
+        )
+        yield done, curves(), summary(bundle)
+
+    gr.Markdown("Train a new bundle from a folder on this server (`FOLDER/<class>/<image>`); the app serves it when done.")
+    with gr.Row():
+        data_dir = gr.Textbox(value=str(DEFAULT_DATASET), label="Dataset folder")
+        out_dir = gr.Textbox(value=str(Path.cwd() / "trained.bundle"), label="Write the bundle to")
+    with gr.Row():
+        epochs = gr.Number(value=EmbedderConfig().epochs, precision=0, minimum=1, label="Head epochs (early stopping on val)")
+        fine_tune = gr.Checkbox(value=True, label=f"Fine-tune the top {EmbedderConfig().fine_tune_blocks} backbone blocks")
+        button = gr.Button("Train", variant="primary")
+    status = gr.Markdown()
+    live_curves = gr.Plot(label="Training curves (live)")
+    button.click(run, inputs=[data_dir, out_dir, epochs, fine_tune], outputs=[status, live_curves, header], api_name="train")
+
+
+def _map_view(served: ServedBundle) -> None:
+    def draw(method: str, dims: str, classes: list[str], image_path: str | None):
+        bundle = served.bundle
+        embedding_map = bundle.embedding_map(MapConfig(method=method, dims=int(dims[0])))
+        query = None
+        if image_path:
+            try:
+                image = load_image(image_path, bundle.embedder.config.image_size)[None]
+            except ImageDecodeError as error:
+                raise gr.Error(f"Could not read that image: {error.reason}") from error
+            embeddings, _ = bundle.embedder.embed_images(image)
+            positions, neighbor_ids = bundle.place_on_map(embeddings, embedding_map)
+            query = PlacedQuery(positions[0], neighbor_ids[0], "query")
+        return map_figure(bundle, embedding_map, query=query, classes=classes or None)
+
+    gr.Markdown(
+        "Every indexed image on a 2-D or 3-D projection of the embedding space, coloured by class, with class "
+        "centroids (x). A query is placed at the similarity-weighted mean of its 10 nearest images (red rings). "
+        "The first map of a bundle takes a few seconds to compute; it is then stored in the bundle."
+    )
+    with gr.Row():
+        method = gr.Radio(["umap", "tsne"], value="umap", label="Projection")
+        dims = gr.Radio(["2-D", "3-D"], value="2-D", label="Dimensions")
+        classes = gr.Dropdown(list(served.bundle.class_names), multiselect=True, label="Only these classes (empty: all)")
+        query = gr.Image(type="filepath", label="Query (optional)", sources=["upload", "clipboard"], height=140)
+    button = gr.Button("Draw map", variant="primary")
+    plot = gr.Plot(label="Embedding map")
+    button.click(draw, inputs=[method, dims, classes, query], outputs=plot, api_name="map")
+
+
+def _audit_view(served: ServedBundle) -> None:
+    def examples(code: int, n: int = 6) -> list[tuple]:
+        bundle = served.bundle
+        ids = np.flatnonzero(bundle.index.labels == code)[:n]
+        return _gallery([bundle.index.hit(int(i), 1.0) for i in ids])
+
+    def run(top: float):
+        bundle = served.bundle
+        result = audit(bundle.index)
+        records, names = bundle.index.records, result.class_names
+        knn = result.predicted("knn")
+        ranked = result.ranking()[: int(top)]
+        table = [
+            [int(i), round(float(result.suspicion[i]), 3), round(float(result.margin[i]), 3), records[i].label,
+             names[knn[i]], "yes" if result.outlier[i] else "", records[i].path.name]
+            for i in ranked
+        ]
+        confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+        np.add.at(confusion, (result.labels, knn), 1)
+        spread = [[name, round(value, 3)] for name, value in list(result.class_spread().items())[:10]]
+        note = (
+            f"{len(records)} images judged out of fold; {int(result.outlier.sum())} outliers. Suspicion is the mean "
+            "out-of-fold probability (softmax, k-NN, centroid) that the label is wrong. Select a row to compare."
+        )
+        state = {"knn": knn.tolist(), "labels": result.labels.tolist(), "ranked": ranked.tolist()}
+        confusion_rows = [[names[r]] + confusion[r].tolist() for r in range(len(names))]
+        return note, table, spread, confusion_rows, state
+
+    def show_row(state, event: gr.SelectData):
+        if not state:
+            return "", None, [], []
+        bundle = served.bundle
+        image_id = state["ranked"][event.index[0]]
+        record, names = bundle.index.records[image_id], bundle.class_names
+        predicted = state["knn"][image_id]
+        caption = f"**{record.path.name}**, labelled **{record.label}**; its neighbours say **{names[predicted]}**"
+        return caption, _thumbnail(record.path), examples(names.index(record.label)), examples(predicted)
+
+    def show_cell(state, event: gr.SelectData):
+        row, column = event.index
+        if column == 0 or not state:
+            return "", []
+        true, predicted = row, column - 1
+        ids = [i for i, (t, p) in enumerate(zip(state["labels"], state["knn"])) if t == true and p == predicted]
+        bundle = served.bundle
+        names = bundle.class_names
+        hits = [bundle.index.hit(i, 1.0) for i in ids[:24]]
+        return f"{len(ids)} images labelled **{names[true]}** that the k-NN vote calls **{names[predicted]}**", _gallery(hits)
+
+    with gr.Row():
+        top = gr.Number(value=30, precision=0, minimum=1, label="Suspects to list")
+        button = gr.Button("Audit", variant="primary")
+    note = gr.Markdown()
+    table = gr.Dataframe(
+        headers=["id", "suspicion", "margin", "label", "k-NN says", "outlier", "file"], label="Suspected label errors and outliers",
+        interactive=False,
+    )
+    caption = gr.Markdown()
+    with gr.Row():
+        suspect = gr.Image(label="Selected image", interactive=False, height=220)
+        labelled = gr.Gallery(label="Its labelled class", columns=3, height=220, object_fit="contain")
+        predicted = gr.Gallery(label="The class its neighbours say", columns=3, height=220, object_fit="contain")
+    spread = gr.Dataframe(headers=["class", "mean distance to centroid"], label="Loosest classes", interactive=False)
+    confusion = gr.Dataframe(label="Out-of-fold k-NN confusion (rows: label, columns: prediction); select a cell", interactive=False)
+    cell_caption = gr.Markdown()
+    cell_images = gr.Gallery(label="Images behind the selected cell", columns=8, height=220, object_fit="contain")
+    state = gr.State()
+    button.click(run, inputs=top, outputs=[note, table, spread, confusion, state], api_name="audit")
+    table.select(show_row, inputs=state, outputs=[caption, suspect, labelled, predicted])
+    confusion.select(show_cell, inputs=state, outputs=[cell_caption, cell_images])
+
+
+def build_app(bundle: Bundle) -> gr.Blocks:
+    """The lookalike web app, serving ``bundle``; launch it with :func:`serve`."""
+    served = ServedBundle(bundle)
     with gr.Blocks(title="lookalike") as app:
-        gr.Markdown(f"# lookalike: find the look-alike character\n{_summary(bundle)}")
-        with gr.Row():
-            with gr.Column(scale=1):
-                query = gr.Image(type="filepath", label="Query image", sources=["upload", "clipboard"], height=320)
-                k = gr.Slider(1, 20, value=6, step=1, label="How many look-alikes")
-                search = gr.Button("Find look-alikes", variant="primary")
-                examples = example_images(bundle)
-                if examples:
-                    gr.Examples(examples=examples, inputs=query, label="Examples", examples_per_page=N_EXAMPLES)
-            with gr.Column(scale=1):
-                predicted = gr.Label(label="Predicted character (softmax head)", num_top_classes=5)
-                knn = gr.Label(label="k-NN vote of the 10 nearest images", num_top_classes=3)
-        best_caption = gr.Markdown()
-        with gr.Row():
-            query_view = gr.Image(label="Your image", interactive=False, height=280)
-            best_view = gr.Image(label="Best-matching character", interactive=False, height=280)
-        characters = gr.Gallery(label="Look-alike characters (best image of each)", columns=6, height=260, object_fit="contain")
-        neighbors = gr.Gallery(label="Nearest images", columns=6, height=260, object_fit="contain")
-        outputs = [predicted, knn, query_view, best_view, best_caption, characters, neighbors]
-        search.click(answer, inputs=[query, k], outputs=outputs, api_name="search")
-        query.change(answer, inputs=[query, k], outputs=outputs, api_name=False)
+        gr.Markdown("# lookalike: find the look-alike character")
+        header = gr.Markdown(summary(bundle))
+        with gr.Tab("Search"):
+            _search_view(served)
+        with gr.Tab("Map"):
+            _map_view(served)
+        with gr.Tab("Audit"):
+            _audit_view(served)
+        with gr.Tab("Evaluate"):
+            _evaluate_view(served)
+        with gr.Tab("Train"):
+            _train_view(served, header)
     return app
-
-
-def image_roots(bundle: Bundle) -> list[str]:
-    """Folders holding the bundle's images: Gradio may serve files from these only."""
-    parents = {str(record.path.parent) for record in bundle.index.records}
-    return [os.path.commonpath(sorted(parents))] if parents else []
 
 
 def serve(bundle: Bundle, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
@@ -106,9 +342,10 @@ def serve(bundle: Bundle, *, host: str = "127.0.0.1", port: int = 7860, block: b
         server_name=host,
         server_port=port,
         share=False,
-        allowed_paths=image_roots(bundle),
+        allowed_paths=[str(Path(p).parent) for p in example_images(bundle)],  # the example queries only
         max_file_size=MAX_UPLOAD_SIZE,
         prevent_thread_lock=not block,
+        show_error=True,
         footer_links=["api"],
     )
     return app

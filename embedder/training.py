@@ -96,6 +96,7 @@ def _fit(
     phase: str,
     progress: bool,
     log_dir: Path | None,
+    callbacks: Sequence[keras.callbacks.Callback],
 ) -> dict[str, list[float]]:
     """Adam with cosine decay, balanced class weights, early stopping on ``val`` accuracy; returns the history."""
     steps = max(1, int(np.ceil(len(x) / config.batch_size)) * epochs)
@@ -104,7 +105,7 @@ def _fit(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    callbacks: list[keras.callbacks.Callback] = []
+    callbacks = list(callbacks)
     if validation is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -151,6 +152,7 @@ def train(
     weights: str | os.PathLike | None = None,
     progress: bool = False,
     log_dir: str | os.PathLike | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainingResult:
     """Train an embedder and embed every record.
 
@@ -171,6 +173,8 @@ def train(
         Show progress bars.
     log_dir : path-like, optional
         Write per-epoch logs here: ``<phase>.csv`` and TensorBoard event files under ``tensorboard/``.
+    callbacks : sequence of keras.callbacks.Callback
+        Extra callbacks for every phase (e.g. to follow training live).
 
     Raises
     ------
@@ -185,7 +189,7 @@ def train(
     train_at, rest_at = np.flatnonzero(splits == "train"), np.flatnonzero(splits != "train")
     log_dir = Path(log_dir) if log_dir is not None else None
     embedder = Embedder.build(config, class_names, weights=weights)
-    fit_options = dict(config=config, progress=progress, log_dir=log_dir)
+    fit_options = dict(config=config, progress=progress, log_dir=log_dir, callbacks=callbacks)
 
     layer = cut_layer(config.fine_tune_blocks) if config.fine_tunes else None
     train_paths, rest_paths = [records[i].path for i in train_at], [records[i].path for i in rest_at]

@@ -8,6 +8,8 @@ Layout of a bundle directory::
     index.faiss      the FAISS index
     metadata.json    path, label and split of every indexed image, by id
     logs/            per-epoch training logs: <phase>.csv and TensorBoard event files
+    maps/            UMAP / t-SNE maps of the embeddings, computed on first use (derived, not copied by save)
+    report/          the last evaluation (derived, not copied by save)
 
 A bundle is written into a temporary directory beside its target and renamed into place, so an
 interrupted write never replaces a good bundle with a half-written one.
@@ -22,7 +24,8 @@ import shutil
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -33,7 +36,9 @@ import numpy as np
 from lookalike.data import Dataset, DecodeFailure, load_image
 from lookalike.embedder import Embedder, EmbedderConfig, train
 
+from .classifiers import NearestCentroidClassifier
 from .neighbors import knn_vote, nearest_classes
+from .projection import EmbeddingMap, MapConfig, compute_map, fingerprint, load_map, place_queries, save_map
 from .search import EmbeddingIndex, Hit
 
 logger = logging.getLogger(__name__)
@@ -69,6 +74,9 @@ class QueryResult:
         Winner of the similarity-weighted vote of the ``knn_k`` nearest images.
     knn_probabilities : dict of str to float
         Vote shares of the classes that received votes, largest first.
+    centroid_characters : list of Hit
+        Nearest class centroids, most similar first: ``score`` is the cosine similarity to the class
+        centroid, ``path`` the class's most typical image (the one nearest its centroid).
     """
 
     predicted: str
@@ -76,7 +84,13 @@ class QueryResult:
     characters: list[Hit]
     neighbors: list[Hit]
     knn_predicted: str
-    knn_probabilities: dict[str, float] = field(default_factory=dict)
+    knn_probabilities: dict[str, float]
+    centroid_characters: list[Hit]
+
+    @property
+    def centroid_predicted(self) -> str:
+        """Class of the nearest centroid."""
+        return self.centroid_characters[0].label
 
     def to_dict(self) -> dict:
         """JSON-serialisable form with keys predicted, probabilities, characters, neighbors, knn."""
@@ -86,6 +100,10 @@ class QueryResult:
             "characters": [hit.to_dict() for hit in self.characters],
             "neighbors": [hit.to_dict() for hit in self.neighbors],
             "knn": {"predicted": self.knn_predicted, "probabilities": self.knn_probabilities},
+            "centroid": {
+                "predicted": self.centroid_predicted,
+                "characters": [hit.to_dict() for hit in self.centroid_characters],
+            },
         }
 
 
@@ -129,10 +147,33 @@ class Bundle:
         self.manifest = manifest
         #: Training logs (``<phase>.csv``, ``tensorboard/``), copied into the bundle's ``logs/`` on save.
         self.log_dir = log_dir
+        #: The directory this bundle was loaded from or last saved to; None before that.
+        self.path: Path | None = None
+        self._maps: dict[MapConfig, EmbeddingMap] = {}
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.embedder.class_names
+
+    @cached_property
+    def centroids(self) -> tuple[NearestCentroidClassifier, np.ndarray]:
+        """Nearest-centroid classifier over all indexed images, and each class's most typical image id.
+
+        Returns
+        -------
+        classifier : NearestCentroidClassifier
+            ``classes_`` are class indices.
+        typical_ids : int64 ndarray of shape (n_classes,)
+            Id of the image most similar to its class centroid; -1 for a class with no image.
+        """
+        embeddings, labels = self.index.embeddings(), self.index.labels
+        classifier = NearestCentroidClassifier(classes=np.arange(len(self.class_names))).fit(embeddings, labels)
+        similarity = np.einsum("nd,nd->n", embeddings, classifier.centroids_[labels])
+        typical = np.full(len(self.class_names), -1, dtype=np.int64)
+        for code in np.unique(labels):
+            members = np.flatnonzero(labels == code)
+            typical[code] = members[np.argmax(similarity[members])]
+        return classifier, typical
 
     @classmethod
     def train(
@@ -142,6 +183,7 @@ class Bundle:
         config: EmbedderConfig = EmbedderConfig(),
         weights: str | os.PathLike | None = None,
         progress: bool = False,
+        callbacks: Sequence = (),
     ) -> Bundle:
         """Train an embedder on ``dataset`` and index every image of it that could be read.
 
@@ -155,6 +197,8 @@ class Bundle:
             Backbone weights, see :func:`lookalike.embedder.resolve_weights`.
         progress : bool
             Show progress bars.
+        callbacks : sequence of keras.callbacks.Callback
+            Extra callbacks for every training phase.
 
         Raises
         ------
@@ -166,7 +210,10 @@ class Bundle:
         records = dataset.records
         log_dir = Path(tempfile.mkdtemp(prefix="lookalike-logs-"))
         started = time.perf_counter()
-        result = train(records, dataset.class_names, config=config, weights=weights, progress=progress, log_dir=log_dir)
+        result = train(
+            records, dataset.class_names, config=config, weights=weights, progress=progress, log_dir=log_dir,
+            callbacks=callbacks,
+        )
         seconds = time.perf_counter() - started
         embedder = result.embedder
         indexed = [records[i] for i in result.embedded.indices]
@@ -224,6 +271,8 @@ class Bundle:
         found = self.index.search(embeddings, pool)
         votes = knn_vote(found.labels[:, :knn_k], found.scores[:, :knn_k], len(self.class_names))
         ranked = nearest_classes(found.labels, top=n_characters)
+        centroid_classifier, typical = self.centroids
+        centroid_similarity = centroid_classifier.similarities(embeddings)
         results = []
         for row, (positions, _) in enumerate(ranked):
             characters = [self.index.hit(int(found.ids[row, p]), float(found.scores[row, p])) for p in positions]
@@ -235,9 +284,50 @@ class Bundle:
                     neighbors=found.hits[row][:k],
                     knn_predicted=self.class_names[int(np.argmax(votes[row]))],
                     knn_probabilities=_ranked(votes[row], self.class_names, drop_zero=True),
+                    centroid_characters=[
+                        self.index.hit(int(typical[c]), float(centroid_similarity[row, c]))
+                        for c in np.argsort(-centroid_similarity[row], kind="stable")[:n_characters]
+                        if typical[c] >= 0
+                    ],
                 )
             )
         return results
+
+    def embedding_map(self, config: MapConfig = MapConfig()) -> EmbeddingMap:
+        """The map of all indexed embeddings for ``config``.
+
+        Computed once, stored in the bundle directory's ``maps/`` (when the bundle has been saved or was
+        loaded) and reused for as long as the indexed embeddings stay the same.
+        """
+        embeddings = self.index.embeddings()
+        current = fingerprint(embeddings)
+        cached = self._maps.get(config) or (load_map(self.path, config) if self.path else None)
+        if cached is None or cached.fingerprint != current:
+            logger.info("computing the %s map of %d embeddings", config.name, len(embeddings))
+            cached = compute_map(embeddings, config)
+            if self.path is not None:
+                save_map(self.path, cached)
+        self._maps[config] = cached
+        return cached
+
+    def place_on_map(self, embeddings: np.ndarray, embedding_map: EmbeddingMap, *, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of query embeddings on a map, and the ids of the neighbours that placed them.
+
+        Parameters
+        ----------
+        embeddings : float32 ndarray of shape (n, d), L2-normalised
+        embedding_map : EmbeddingMap
+            From :meth:`embedding_map`.
+        k : int
+            Neighbours averaged (see :func:`lookalike.index.projection.place_queries`).
+
+        Returns
+        -------
+        positions : float32 ndarray of shape (n, dims)
+        neighbor_ids : int64 ndarray of shape (n, k)
+        """
+        found = self.index.search(embeddings, min(k, len(self.index)))
+        return place_queries(embedding_map.coordinates, found.ids, found.scores), found.ids
 
     def query_files(self, paths: Sequence[str | os.PathLike], **options) -> list[QueryResult]:
         """Answer queries given image files; ``options`` as for :meth:`query`.
@@ -286,6 +376,7 @@ class Bundle:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         logger.info("wrote bundle %s", target)
+        self.path = target
         return target
 
     @classmethod
@@ -316,4 +407,6 @@ class Bundle:
             index = EmbeddingIndex.load(directory)
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise BundleError(f"cannot load bundle {directory}: {error}") from error
-        return cls(embedder, index, manifest, log_dir=directory / LOGS_DIR)
+        bundle = cls(embedder, index, manifest, log_dir=directory / LOGS_DIR)
+        bundle.path = directory.resolve()
+        return bundle

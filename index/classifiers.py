@@ -24,7 +24,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits of shape (n, c), float32."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
@@ -102,7 +103,7 @@ class NearestCentroidClassifier(_EmbeddingClassifier):
     temperature : float
         ``predict_proba`` is the softmax of similarities / temperature; ``predict`` does not depend on it.
     classes : sequence, optional
-        Column order; classes without training embeddings get a zero centroid (similarity 0).
+        Column order; classes without training embeddings get similarity -inf (probability 0), never predicted.
 
     Attributes
     ----------
@@ -119,14 +120,20 @@ class NearestCentroidClassifier(_EmbeddingClassifier):
         np.add.at(sums, codes, X)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         self.centroids_ = (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        self._empty = norms[:, 0] == 0
 
     def similarities(self, X: np.ndarray) -> np.ndarray:
-        """Cosine similarity of each embedding to each centroid: float32 array of shape (n, n_classes)."""
-        return _normalise(X) @ self.centroids_.T
+        """Cosine similarity of each embedding to each centroid: float32 array of shape (n, n_classes).
+
+        -inf for classes that had no training embeddings.
+        """
+        similarities = _normalise(X) @ self.centroids_.T
+        similarities[:, self._empty] = -np.inf
+        return similarities
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Softmax of centroid similarities / temperature, float32 array of shape (n, n_classes)."""
-        return _softmax(self.similarities(X) / self.temperature)
+        return softmax(self.similarities(X) / self.temperature)
 
 
 class SoftmaxClassifier(_EmbeddingClassifier):
@@ -160,4 +167,4 @@ class SoftmaxClassifier(_EmbeddingClassifier):
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Softmax probabilities, float32 array of shape (n, n_classes)."""
-        return _softmax(self.logit_scale * (np.asarray(X, dtype=np.float32) @ self.kernel) + self.bias)
+        return softmax(self.logit_scale * (np.asarray(X, dtype=np.float32) @ self.kernel) + self.bias)

@@ -1,0 +1,176 @@
+"""Auditing a labelled image set: suspected label errors and outliers, from distances to class centroids.
+
+Every image is judged by classifiers that did not see it (out-of-fold):
+
+- **k-NN**: leave-one-out; its neighbours exclude itself;
+- **centroid**: leave-one-out; its own class centroid is recomputed without it;
+- **softmax**: ``folds``-fold cross-validation of the head's last layer, a multinomial logistic regression
+  on the embeddings (scikit-learn), retrained on the other folds.
+
+The embedder itself was trained with all labels, so these predictions are out-of-fold for the classifiers
+on top of the embeddings, not for the embedder.
+
+Per image the audit reports the cosine distance to its own (leave-one-out) class centroid and to the
+nearest other class centroid, their margin, the three out-of-fold predictions, and a **suspicion score**:
+the mean over the three classifiers of the out-of-fold probability that the label is wrong, in [0, 1].
+An **outlier** is an image whose distance to the nearest centroid of any class lies above Tukey's upper
+fence (third quartile + 1.5 interquartile ranges) of that distance over the whole set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from .classifiers import softmax
+from .neighbors import knn_vote
+from .search import EmbeddingIndex
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Out-of-fold judgements of every indexed image; arrays are indexed by image id.
+
+    Attributes
+    ----------
+    class_names : tuple of str
+    labels : int64 ndarray of shape (n,)
+        Given class of each image.
+    own_distance : float32 ndarray of shape (n,)
+        Cosine distance (1 - cosine similarity) to its own class centroid, computed without the image.
+    other_distance : float32 ndarray of shape (n,)
+        Cosine distance to the nearest centroid of another class.
+    nearest_other : int64 ndarray of shape (n,)
+        That other class.
+    margin : float32 ndarray of shape (n,)
+        ``other_distance - own_distance``; negative when another class's centroid is nearer.
+    probabilities : dict of str to float32 ndarray of shape (n, n_classes)
+        Out-of-fold class probabilities of ``"softmax"``, ``"knn"`` and ``"centroid"``.
+    suspicion : float32 ndarray of shape (n,)
+        Mean out-of-fold probability that the label is wrong, in [0, 1].
+    outlier : bool ndarray of shape (n,)
+        Far from every class centroid (see the module docstring).
+    outlier_threshold : float
+        The distance above which an image is an outlier.
+    """
+
+    class_names: tuple[str, ...]
+    labels: np.ndarray
+    own_distance: np.ndarray
+    other_distance: np.ndarray
+    nearest_other: np.ndarray
+    margin: np.ndarray
+    probabilities: dict[str, np.ndarray]
+    suspicion: np.ndarray
+    outlier: np.ndarray
+    outlier_threshold: float
+
+    def predicted(self, classifier: str) -> np.ndarray:
+        """Out-of-fold predicted class of each image (int64, shape (n,)) by ``classifier``."""
+        return np.argmax(self.probabilities[classifier], axis=1)
+
+    def ranking(self) -> np.ndarray:
+        """Image ids, most suspicious first (ties broken by the smaller margin)."""
+        return np.lexsort((self.margin, -self.suspicion))
+
+    def class_spread(self) -> dict[str, float]:
+        """Mean distance of each class's images to their class centroid, loosest class first."""
+        spread = {
+            self.class_names[c]: float(self.own_distance[self.labels == c].mean()) for c in np.unique(self.labels)
+        }
+        return dict(sorted(spread.items(), key=lambda item: -item[1]))
+
+
+def _leave_one_out_centroids(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Cosine similarity of each image to every class centroid, its own class's centroid computed without it.
+
+    Returns float32 of shape (n, n_classes); a class with a single image has similarity 0 to it.
+    """
+    sums = np.zeros((n_classes, embeddings.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, embeddings)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    similarities = embeddings @ (sums / np.where(norms > 0, norms, 1.0)).T
+    own = sums[labels] - embeddings
+    own_norm = np.linalg.norm(own, axis=1)
+    rows = np.arange(len(labels))
+    similarities[rows, labels] = np.where(own_norm > 1e-9, np.einsum("nd,nd->n", embeddings, own) / np.maximum(own_norm, 1e-9), 0.0)
+    return similarities.astype(np.float32)
+
+
+def _leave_one_out_knn(index: EmbeddingIndex, embeddings: np.ndarray, k: int) -> np.ndarray:
+    """k-NN vote of each image's k nearest other images."""
+    found = index.search(embeddings, min(k + 1, len(index)))
+    not_self = found.ids != np.arange(len(embeddings))[:, None]
+    # Keep the first k neighbours that are not the image itself (a duplicate image may outrank it).
+    order = np.argsort(~not_self, axis=1, kind="stable")[:, :k]
+    labels = np.take_along_axis(np.where(not_self, found.labels, -1), order, axis=1)
+    scores = np.take_along_axis(found.scores, order, axis=1)
+    return knn_vote(labels, scores, len(index.class_names))
+
+
+def _cross_validated_softmax(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold probabilities of a multinomial logistic regression on the embeddings."""
+    probabilities = np.zeros((len(labels), n_classes), dtype=np.float32)
+    splitter = StratifiedKFold(n_splits=min(folds, len(labels)), shuffle=True, random_state=seed)
+    for train, held in splitter.split(embeddings, labels):
+        model = LogisticRegression(C=10.0, max_iter=1000).fit(embeddings[train], labels[train])
+        logits = model.decision_function(embeddings[held])
+        if logits.ndim == 1:  # two classes seen: scikit-learn returns one column
+            logits = np.stack([-logits, logits], axis=1)
+        probabilities[np.ix_(held, model.classes_)] = softmax(logits)
+    return probabilities
+
+
+def audit(index: EmbeddingIndex, *, k: int = 10, folds: int = 5, temperature: float = 0.05, seed: int = 0) -> Audit:
+    """Judge every indexed image out of fold and score how suspicious its label is.
+
+    Parameters
+    ----------
+    index : EmbeddingIndex
+        With at least two classes; its stored embeddings and labels are audited.
+    k : int
+        Neighbours in the leave-one-out k-NN vote.
+    folds : int
+        Cross-validation folds of the softmax layer.
+    temperature : float
+        Centroid probabilities are the softmax of centroid similarities / temperature.
+    seed : int
+        Fold assignment.
+
+    Returns
+    -------
+    Audit
+    """
+    embeddings, labels = index.embeddings(), index.labels
+    n_classes = len(index.class_names)
+    similarities = _leave_one_out_centroids(embeddings, labels, n_classes)
+    rows = np.arange(len(labels))
+    own_distance = 1.0 - similarities[rows, labels]
+    others = similarities.copy()
+    others[rows, labels] = -np.inf
+    nearest_other = np.argmax(others, axis=1)
+    other_distance = 1.0 - others[rows, nearest_other]
+    probabilities = {
+        "softmax": _cross_validated_softmax(embeddings, labels, n_classes, folds, seed),
+        "knn": _leave_one_out_knn(index, embeddings, k),
+        "centroid": softmax(similarities / temperature),
+    }
+    suspicion = np.mean([1.0 - p[rows, labels] for p in probabilities.values()], axis=0).astype(np.float32)
+    nearest_any = np.minimum(own_distance, other_distance)
+    q1, q3 = np.percentile(nearest_any, [25, 75])
+    threshold = float(q3 + 1.5 * (q3 - q1))
+    return Audit(
+        class_names=tuple(index.class_names),
+        labels=labels,
+        own_distance=own_distance.astype(np.float32),
+        other_distance=other_distance.astype(np.float32),
+        nearest_other=nearest_other.astype(np.int64),
+        margin=(other_distance - own_distance).astype(np.float32),
+        probabilities=probabilities,
+        suspicion=suspicion,
+        outlier=nearest_any > threshold,
+        outlier_threshold=threshold,
+    )
