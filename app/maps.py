@@ -28,13 +28,16 @@ class PlacedQuery:
     caption: str
 
 
-def class_centroids(embedding_map: EmbeddingMap, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Mean map position of each class: float32 array of shape (n_classes, dims), NaN for an empty class."""
-    dims = embedding_map.coordinates.shape[1]
-    sums = np.zeros((n_classes, dims))
-    np.add.at(sums, labels, embedding_map.coordinates)
-    counts = np.bincount(labels, minlength=n_classes)[:, None]
-    return (sums / np.where(counts > 0, counts, np.nan)).astype(np.float32)
+def class_markers(bundle: Bundle, embedding_map: EmbeddingMap) -> np.ndarray:
+    """Map position of each class's centroid, drawn at its most typical image (the one nearest the centroid in
+    embedding space): float32 array of shape (n_classes, dims), NaN for a class without images.
+
+    The mean of a class's map positions would fall between clusters when the projection splits a class.
+    """
+    _, typical = bundle.centroids
+    positions = np.full((len(typical), embedding_map.coordinates.shape[1]), np.nan, dtype=np.float32)
+    positions[typical >= 0] = embedding_map.coordinates[typical[typical >= 0]]
+    return positions
 
 
 def _scatter(dims: int, points: np.ndarray, **options):
@@ -60,7 +63,7 @@ def map_figure(
     coordinates, dims = embedding_map.coordinates, embedding_map.coordinates.shape[1]
     labels, names = bundle.index.labels, bundle.class_names
     shown = [names.index(c) for c in classes] if classes else range(len(names))
-    centroids = class_centroids(embedding_map, labels, len(names))
+    centroids = class_markers(bundle, embedding_map)
     marker_size = 4 if dims == 3 else 6
     fig = go.Figure()
     for code in shown:
@@ -91,7 +94,7 @@ def map_figure(
                 text=[names[c] for c in shown_centroids],
                 textposition="top center",
                 marker=dict(symbol="x", size=marker_size + 3, color="black"),
-                hovertemplate="centroid of <b>%{text}</b><extra></extra>",
+                hovertemplate="centroid of <b>%{text}</b> (its most typical image)<extra></extra>",
             )
         )
     if query is not None:
@@ -125,7 +128,7 @@ def map_png(bundle: Bundle, embedding_map: EmbeddingMap, path: Path, *, query: P
     """Static version of :func:`map_figure` written as a PNG image."""
     coordinates, dims = embedding_map.coordinates, embedding_map.coordinates.shape[1]
     labels, names = bundle.index.labels, bundle.class_names
-    centroids = class_centroids(embedding_map, labels, len(names))
+    centroids = class_markers(bundle, embedding_map)
     fig = Figure(figsize=(9, 8))
     ax = fig.add_subplot(projection="3d" if dims == 3 else None)
     colours = np.array(PALETTE)[labels % len(PALETTE)]

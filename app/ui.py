@@ -11,6 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from lookalike.app.maps import PlacedQuery, map_figure  # noqa: E402
 from lookalike.app.report import CLASSIFIER_TITLES, confusion_figure, curves_figure  # noqa: E402
@@ -268,8 +269,9 @@ def _audit_view(served: ServedBundle) -> None:
             "out-of-fold probability (softmax, k-NN, centroid) that the label is wrong. Select a row to compare."
         )
         state = {"knn": knn.tolist(), "labels": result.labels.tolist(), "ranked": ranked.tolist()}
-        confusion_rows = [[names[r]] + confusion[r].tolist() for r in range(len(names))]
-        return note, table, spread, confusion_rows, state
+        confusion_table = pd.DataFrame(confusion, columns=list(names))
+        confusion_table.insert(0, "label", list(names))
+        return note, table, spread, confusion_table, state
 
     def show_row(state, event: gr.SelectData):
         if not state:

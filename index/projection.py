@@ -41,14 +41,15 @@ class MapConfig:
     n_neighbors : int
         UMAP's neighbourhood size (t-SNE uses ``perplexity = n_neighbors`` too).
     min_dist : float
-        UMAP's minimum distance between embedded points.
+        UMAP's minimum distance between embedded points (0.5: trained classes are tight, and smaller values
+        shrink each class to a dot).
     seed : int
     """
 
     method: str = "umap"
     dims: int = 2
     n_neighbors: int = 15
-    min_dist: float = 0.1
+    min_dist: float = 0.5
     seed: int = 0
 
     def __post_init__(self):
