@@ -64,6 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=HERE.parents[2] / "shared" / "datasets")
     parser.add_argument("--datasets", nargs="+", default=["wesnoth_units", "freedroidrpg"])
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), metavar="RUN", help="lookalike runs (default all)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the frozen-embedding baselines")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
     results = {}
@@ -73,8 +75,9 @@ def main() -> None:
             few_shot_split(args.shared / name, split_dir, per_class=6, seed=0)
             dataset = load_folder(split_dir)
             print(f"== {name}: {dataset.summary()}", flush=True)
-            rows = {label: {"accuracy": a, "seconds": s} for label, (a, s) in baselines(dataset).items()}
-            for label, config in RUNS.items():
+            rows = {} if args.no_baselines else {label: {"accuracy": a, "seconds": s} for label, (a, s) in baselines(dataset).items()}
+            for label in args.runs:
+                config = RUNS[label]
                 started = time.perf_counter()
                 bundle = Bundle.train(dataset, config=config, progress=True)
                 scores = evaluate(bundle).summary()
@@ -85,12 +88,10 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2))
     for name, result in results.items():
         print(f"\n{name} ({result['summary']}): top-1 test accuracy")
-        print(f"| run | softmax head | k-NN (k=10) | nearest centroid | seconds |\n|---|---|---|---|---|")
+        print("| run | baseline | softmax head | k-NN (k=10) | nearest centroid | seconds |\n|---|---|---|---|---|---|")
         for label, row in result["runs"].items():
-            if "accuracy" in row:
-                print(f"| {label} | {row['accuracy']:.3f} | | | {row['seconds']:.0f} |")
-            else:
-                print(f"| {label} | {row['softmax']:.3f} | {row['knn']:.3f} | {row['centroid']:.3f} | {row['seconds']:.0f} |")
+            cells = [f"{row[key]:.3f}" if key in row else "" for key in ("accuracy", "softmax", "knn", "centroid")]
+            print(f"| {label} | {' | '.join(cells)} | {row['seconds']:.0f} |")
 
 
 if __name__ == "__main__":
