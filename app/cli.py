@@ -13,6 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 logger = logging.getLogger("lookalike")
 
+#: Exit codes: 0 done, 1 error (nothing written), 3 done but some input files were skipped (listed on stderr).
+EXIT_ERROR, EXIT_SKIPPED = 1, 3
+
 #: Default input size of the small-cnn baseline (a scratch CNN gains little from 224 px and costs 5x more).
 SMALL_CNN_IMAGE_SIZE = 96
 
@@ -27,6 +30,9 @@ examples:
   lookalike map my.bundle --out map.html --query query.png
   lookalike audit my.bundle --top 20 --csv audit.csv
   lookalike serve my.bundle --port 7860
+
+Exit codes: 0 done; 1 error, nothing written; 3 done, but unreadable input files were skipped
+(each is listed with its reason on stderr, and by `train` in BUNDLE/skipped.csv).
 
 Offline? Point lookalike at the MobileNetV2 ImageNet weights file with --weights PATH or
 LOOKALIKE_BACKBONE_WEIGHTS=PATH, or copy it into $KERAS_HOME/models/.
@@ -150,10 +156,17 @@ def _train(data_dir: Path, out: Path, args: argparse.Namespace):
     accuracy = training["val_accuracy"]
     phases = ", ".join(f"{phase.replace('_', ' ')} {n} epochs" for phase, n in training["phase_epochs"].items())
     print(f"trained: {phases}; " + (f"validation accuracy {accuracy:.3f}" if accuracy is not None else "no val split"))
-    for failure in bundle.failures:
-        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
     print(f"bundle with {len(bundle.index)} images written to {path}")
+    _report_skipped(bundle.failures, path / "skipped.csv")
     return bundle
+
+
+def _report_skipped(failures, listing: Path | None = None) -> None:
+    """Print every skipped file with its reason on stderr, after the run's own output."""
+    if failures:
+        print(f"\n{len(failures)} unreadable files were skipped" + (f" (listed in {listing})" if listing else "") + ":", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure.path}: {failure.reason}", file=sys.stderr)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -171,6 +184,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"{CLASSIFIER_TITLES[name]:<18} {scores.accuracy:>9.3f} {scores.macro_f1:>9.3f}")
     folder = write_report(args.bundle, evaluation, bundle.manifest)
     print(f"report, confusion matrices and training curves written to {folder}")
+    _report_skipped(evaluation.failures)
+    return evaluation.failures
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -261,12 +276,12 @@ def run(args: argparse.Namespace) -> int:
     from lookalike.index import Bundle
 
     if args.command == "train":
-        _train(args.data_dir, args.out, args)
+        return EXIT_SKIPPED if _train(args.data_dir, args.out, args).failures else 0
     elif args.command == "search":
         result = Bundle.load(args.bundle).query_files([args.image], k=args.k, n_characters=args.k)[0]
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else _format_result(result))
     elif args.command == "evaluate":
-        _evaluate(args)
+        return EXIT_SKIPPED if _evaluate(args) else 0
     elif args.command == "split":
         from lookalike.data.split import few_shot_split
 
@@ -311,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         BackboneWeightsError, BundleError, DatasetError, ImageDecodeError, TrainingError, FileNotFoundError, FileExistsError
     ) as error:
         print(f"lookalike: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

@@ -24,6 +24,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 #: Background that transparent pixels are composited on and that non-square images are padded with.
 BACKGROUND = (255, 255, 255)
 
+#: Largest image accepted, in pixels (width x height), checked from the header before decoding: a
+#: "decompression bomb" declares huge dimensions in a small file to exhaust memory. 64 Mpx is more than
+#: any camera photo lookalike needs to see at 224 px.
+MAX_PIXELS = 64_000_000
+
 
 class ImageDecodeError(ValueError):
     """An image file could not be read; ``path`` and ``reason`` say which and why."""
@@ -62,7 +67,20 @@ class ImageBatch:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Return ``image`` as an RGB image, with transparency composited on a white background."""
+    """Return ``image`` as an RGB image, with transparency composited on a white background.
+
+    16- and 32-bit integer images (``I;16``, ``I``) are scaled to 8 bits by their type's range instead of
+    being clipped at 255; 32-bit float images (``F``) are taken to lie in [0, 1].
+    """
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            full_scale = 1.0
+        elif image.mode.startswith("I;16") or pixels.max() <= 65535:  # 16-bit PNGs may also open as "I"
+            full_scale = 65535.0
+        else:
+            full_scale = 2.0**31 - 1
+        image = Image.fromarray(np.clip(pixels / full_scale * 255.0, 0, 255).astype(np.uint8), mode="L")
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
@@ -94,16 +112,21 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     Raises
     ------
     ImageDecodeError
-        The file is missing, empty, truncated, not an image, or too large to decode safely.
+        The file is missing, empty, truncated, not an image, or larger than :data:`MAX_PIXELS`.
     """
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageDecodeError(path, f"image too large: {width}x{height} pixels (limit {MAX_PIXELS:,})")
             image.draft("RGB", (size, size))
             image.load()
             image = ImageOps.exif_transpose(image)
             image = to_rgb(image)
             image = ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR, color=BACKGROUND)
             return np.asarray(image, dtype=np.uint8)
+    except ImageDecodeError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         reason = str(error) or type(error).__name__
         if isinstance(error, FileNotFoundError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -152,6 +153,9 @@ class Embedder:
         self.backbone = classifier.get_layer("backbone")
         self.feature_dim = int(self.backbone.output.shape[-1])
         self._encoders: dict[str | None, keras.Model] = {}
+        # One model call at a time: Keras builds predict functions lazily and the web app queries from
+        # several threads; TensorFlow uses all cores within each call anyway.
+        self._lock = threading.RLock()
         self._head_outputs = keras.Model(
             self.head.input, [self.head.get_layer("embedding").output, self.head.output], name="head_outputs"
         )
@@ -222,15 +226,16 @@ class Embedder:
         -------
         float32 ndarray of shape (n, feature_dim) for pooled features, else (n, *layer output shape)
         """
-        encoder = self.encoder(layer)
         images = np.asarray(images, dtype=np.float32)
-        if len(images) == 0:
-            return np.empty((0, *encoder.output.shape[1:]), np.float32)
-        if augment:
-            images = keras.ops.convert_to_numpy(self.augment(images, training=True))
-        if len(images) <= self.config.batch_size:
-            return np.asarray(encoder.predict_on_batch(images), dtype=np.float32)
-        return np.asarray(encoder.predict(images, batch_size=self.config.batch_size, verbose=0), dtype=np.float32)
+        with self._lock:
+            encoder = self.encoder(layer)
+            if len(images) == 0:
+                return np.empty((0, *encoder.output.shape[1:]), np.float32)
+            if augment:
+                images = keras.ops.convert_to_numpy(self.augment(images, training=True))
+            if len(images) <= self.config.batch_size:
+                return np.asarray(encoder.predict_on_batch(images), dtype=np.float32)
+            return np.asarray(encoder.predict(images, batch_size=self.config.batch_size, verbose=0), dtype=np.float32)
 
     def head_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the head (in inference mode) on pooled backbone features.
@@ -246,9 +251,10 @@ class Embedder:
         """
         if len(features) == 0:
             return np.empty((0, self.embedding_dim), np.float32), np.empty((0, len(self.class_names)), np.float32)
-        embeddings, probabilities = self._head_outputs.predict(
-            np.asarray(features, dtype=np.float32), batch_size=1024, verbose=0
-        )
+        with self._lock:
+            embeddings, probabilities = self._head_outputs.predict(
+                np.asarray(features, dtype=np.float32), batch_size=1024, verbose=0
+            )
         return np.asarray(embeddings, dtype=np.float32), np.asarray(probabilities, dtype=np.float32)
 
     def embed_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,21 +2,27 @@
 
 Layout of a bundle directory::
 
-    manifest.json    format version, backbone, sizes, class names, training summary, package versions
+    manifest.json    format version, backbone, sizes, class names, training summary, package versions,
+                     SHA-256 of the four files below (verified on load); written last
     model.keras      the classifier (Keras v3 format), loaded with safe_mode
     embedder.json    the embedder's configuration and class names
     index.faiss      the FAISS index
     metadata.json    path, label and split of every indexed image, by id
+    skipped.csv      dataset files that could not be read, with the reason (only when there were any)
     logs/            per-epoch training logs: <phase>.csv and TensorBoard event files
     maps/            UMAP / t-SNE maps of the embeddings, computed on first use (derived, not copied by save)
     report/          the last evaluation (derived, not copied by save)
 
 A bundle is written into a temporary directory beside its target and renamed into place, so an
-interrupted write never replaces a good bundle with a half-written one.
+interrupted write never replaces a good bundle with a half-written one; if a replace is killed between its
+two renames, loading puts the previous bundle back. Loading never runs code from the bundle: no pickle,
+JSON and NumPy files without pickles, a FAISS index, and the Keras model loaded with ``safe_mode=True``.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import logging
 import os
@@ -35,11 +41,13 @@ import numpy as np
 
 from lookalike.data import Dataset, DecodeFailure, load_image
 from lookalike.embedder import Embedder, EmbedderConfig, train
+from lookalike.embedder.model import CONFIG_FILE, MODEL_FILE
 
 from .classifiers import NearestCentroidClassifier
 from .neighbors import knn_vote, nearest_classes
 from .projection import EmbeddingMap, MapConfig, compute_map, fingerprint, load_map, place_queries, save_map
-from .search import EmbeddingIndex, Hit
+from .files import write_atomic
+from .search import INDEX_FILE, METADATA_FILE, EmbeddingIndex, Hit
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +55,30 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 LOGS_DIR = "logs"
+SKIPPED_FILE = "skipped.csv"
+#: Files whose SHA-256 the manifest records and loading verifies.
+CHECKED_FILES = (MODEL_FILE, CONFIG_FILE, INDEX_FILE, METADATA_FILE)
 #: Neighbours examined to rank the nearest classes ("characters").
 CHARACTER_POOL = 1024
 _VERSIONED_PACKAGES = ("lookalike", "tensorflow", "keras", "faiss-cpu", "numpy", "pillow")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _finish_interrupted_replace(directory: Path) -> None:
+    """Put back the previous bundle if a replace-in-place was killed between its two renames."""
+    for retired in sorted(directory.parent.glob(f".{directory.name}.old-*/{directory.name}")):
+        if (retired / MANIFEST_FILE).is_file():
+            logger.warning("restoring %s from an interrupted replace (%s)", directory, retired.parent)
+            os.replace(retired, directory)
+            shutil.rmtree(retired.parent, ignore_errors=True)
+            return
 
 
 class BundleError(RuntimeError):
@@ -364,7 +393,14 @@ class Bundle:
             self.index.save(staging)
             if self.log_dir is not None and self.log_dir.is_dir():
                 shutil.copytree(self.log_dir, staging / LOGS_DIR)
-            (staging / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+            skipped = self.manifest.get("dataset", {}).get("skipped", [])
+            if skipped:
+                with open(staging / SKIPPED_FILE, "w", newline="", encoding="utf-8") as handle:
+                    writer = csv.writer(handle)
+                    writer.writerow(["path", "reason"])
+                    writer.writerows([item["path"], item["reason"]] for item in skipped)
+            manifest = self.manifest | {"files": {name: _sha256(staging / name) for name in CHECKED_FILES}}
+            write_atomic(staging / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False))
             if target.exists():
                 retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
                 os.replace(target, retired / target.name)
@@ -376,7 +412,7 @@ class Bundle:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         logger.info("wrote bundle %s", target)
-        self.path = target
+        self.manifest, self.path = manifest, target
         return target
 
     @classmethod
@@ -389,6 +425,8 @@ class Bundle:
             Not a bundle, written by a newer lookalike, a file missing or damaged, or its parts disagree.
         """
         directory = Path(directory).expanduser()
+        if not directory.exists():
+            _finish_interrupted_replace(directory)
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
             raise BundleError(f"not a lookalike bundle: {manifest_path} not found")
@@ -402,6 +440,12 @@ class Bundle:
                 f"bundle {directory} has format version {version}, newer than this lookalike reads "
                 f"(up to {FORMAT_VERSION}); upgrade lookalike"
             )
+        for name in CHECKED_FILES:
+            path = directory / name
+            if not path.is_file():
+                raise BundleError(f"bundle file missing: {path}")
+            if _sha256(path) != manifest.get("files", {}).get(name):
+                raise BundleError(f"damaged bundle file {path}: its SHA-256 does not match the manifest")
         try:
             embedder = Embedder.load(directory)
             index = EmbeddingIndex.load(directory)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from lookalike.data import Dataset
+from lookalike.data import Dataset, DecodeFailure
 
 from .bundle import Bundle, BundleError
 from .classifiers import KNNClassifier, NearestCentroidClassifier, SoftmaxClassifier
@@ -58,6 +58,8 @@ class Evaluation:
     y_true : int64 ndarray of shape (n_queries,)
     scores : dict of str to ClassifierScores
         Keyed by ``"softmax"``, ``"knn"``, ``"centroid"``.
+    failures : tuple of DecodeFailure
+        Files of the evaluated folder that could not be read.
     """
 
     source: str
@@ -65,6 +67,7 @@ class Evaluation:
     n_reference: int
     y_true: np.ndarray
     scores: dict[str, ClassifierScores]
+    failures: tuple[DecodeFailure, ...] = ()
 
     def summary(self) -> dict[str, dict[str, float]]:
         """``{classifier: {"accuracy": a, "macro_f1": f}}``."""
@@ -119,6 +122,7 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
     is_train = np.array([r.split == "train" for r in bundle.index.records])
     if not is_train.any():
         raise BundleError("the bundle has no train images to fit the k-NN and centroid classifiers on")
+    failures: tuple[DecodeFailure, ...] = ()
     if dataset is None:
         source = "held-out split of the bundle"
         queries, y_true = stored[~is_train], labels[~is_train]
@@ -130,7 +134,7 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
             logger.warning("skipping images of classes the bundle does not know: %s", ", ".join(unknown))
         held_out = [r for r in held_out if r.label in position]
         embedded = bundle.embedder.embed_files([r.path for r in held_out], progress=progress)
-        queries = embedded.embeddings
+        queries, failures = embedded.embeddings, embedded.failures
         y_true = np.array([position[held_out[i].label] for i in embedded.indices], dtype=np.int64)
     if len(queries) == 0:
         raise BundleError(f"nothing to evaluate on: {source} has no images")
@@ -155,4 +159,4 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
             confusion=confusion_matrix(y_true, predictions, labels=codes),
             predictions=predictions,
         )
-    return Evaluation(source, tuple(class_names), int(is_train.sum()), y_true, scores)
+    return Evaluation(source, tuple(class_names), int(is_train.sum()), y_true, scores, failures)

@@ -15,6 +15,8 @@ CLASSES = ("123", "autogun", "arthur", "cook")
 HELD_OUT_PER_CLASS = 2
 #: A file with an image extension that is not an image, planted in the training folder.
 CORRUPT_NAME = "corrupt.png"
+#: A training image whose name has spaces and non-ASCII characters.
+UNUSUAL_NAME = "copie d'écran n°1 – ロボ.png"
 
 
 @pytest.fixture(scope="session")
@@ -34,18 +36,19 @@ def small_dataset(tmp_path_factory) -> tuple[Path, dict[str, list[Path]]]:
             shutil.copy(path, target)
             queries[name].append(target)
     (root / CLASSES[0] / CORRUPT_NAME).write_bytes(b"this is not a PNG file" * 10)
+    shutil.move(root / "cook" / sorted(p.name for p in (root / "cook").iterdir())[0], root / "cook" / UNUSUAL_NAME)
     return root, queries
 
 
 @pytest.fixture(scope="session")
 def bundle_path(small_dataset, tmp_path_factory) -> Path:
     """A bundle trained on ``small_dataset`` through the CLI: 2 head epochs, 1 fine-tuning epoch."""
-    from lookalike.app.cli import main
+    from lookalike.app.cli import EXIT_SKIPPED, main
 
     root, _ = small_dataset
     out = tmp_path_factory.mktemp("bundles") / "small.bundle"
     code = main(["train", str(root), "--out", str(out), "--epochs", "2", "--augment-views", "1", "--fine-tune-epochs", "1"])
-    assert code == 0
+    assert code == EXIT_SKIPPED  # the corrupt file was skipped
     return out
 
 
