@@ -232,10 +232,10 @@ def _map(args: argparse.Namespace) -> None:
 def _audit(args: argparse.Namespace) -> None:
     import csv
 
-    from lookalike.index import Bundle, audit
+    from lookalike.index import Bundle, audit, imagenet_features
 
     bundle = Bundle.load(args.bundle)
-    result = audit(bundle.index)
+    result = audit(imagenet_features(bundle, progress=True))
     records, names = bundle.index.records, result.class_names
     knn, softmax = result.predicted("knn"), result.predicted("softmax")
     print(f"{'rank':>4} {'suspicion':>9} {'margin':>7}  {'label':<20} {'k-NN says':<20} {'softmax says':<20} outlier  path")
@@ -301,11 +301,17 @@ def run(args: argparse.Namespace) -> int:
         from lookalike.app.ui import serve
         from lookalike.data import DEFAULT_DATASET
 
+        from lookalike.index import BundleError
+
         path = args.bundle or default_demo_bundle()
+        bundle = None
         if path.is_dir() and not args.retrain:
-            print(f"reusing the demo bundle {path} (--retrain to train again)")
-            bundle = Bundle.load(path)
-        else:
+            try:
+                bundle = Bundle.load(path)
+                print(f"reusing the demo bundle {path} (--retrain to train again)")
+            except BundleError as error:
+                print(f"cannot reuse the demo bundle ({error}); training it again")
+        if bundle is None:
             bundle = _train(DEFAULT_DATASET, path, args)
         print(f"open http://{args.host}:{args.port} (Ctrl+C stops)")
         serve(bundle, host=args.host, port=args.port)

@@ -17,7 +17,7 @@ from lookalike.app.maps import PlacedQuery, map_figure  # noqa: E402
 from lookalike.app.report import CLASSIFIER_TITLES, confusion_figure, curves_figure  # noqa: E402
 from lookalike.data import DEFAULT_DATASET, ImageDecodeError, load_folder, load_image  # noqa: E402
 from lookalike.embedder.config import EmbedderConfig  # noqa: E402
-from lookalike.index import Bundle, MapConfig, QueryResult, audit  # noqa: E402
+from lookalike.index import Bundle, MapConfig, QueryResult, audit, imagenet_features  # noqa: E402
 from lookalike.index.evaluation import CLASSIFIERS, evaluate  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def _audit_view(served: ServedBundle) -> None:
 
     def run(top: float):
         bundle = served.bundle
-        result = audit(bundle.index)
+        result = audit(imagenet_features(bundle))
         records, names = bundle.index.records, result.class_names
         knn = result.predicted("knn")
         ranked = result.ranking()[: int(top)]
@@ -265,8 +265,9 @@ def _audit_view(served: ServedBundle) -> None:
         np.add.at(confusion, (result.labels, knn), 1)
         spread = [[name, round(value, 3)] for name, value in list(result.class_spread().items())[:10]]
         note = (
-            f"{len(records)} images judged out of fold; {int(result.outlier.sum())} outliers. Suspicion is the mean "
-            "out-of-fold probability (softmax, k-NN, centroid) that the label is wrong. Select a row to compare."
+            f"{len(records)} images judged out of fold on frozen ImageNet features; {int(result.outlier.sum())} outliers. "
+            "Suspicion is the mean out-of-fold probability (softmax, k-NN, centroid) that the label is wrong. "
+            "Select a row to compare."
         )
         state = {"knn": knn.tolist(), "labels": result.labels.tolist(), "ranked": ranked.tolist()}
         confusion_table = pd.DataFrame(confusion, columns=list(names))

@@ -1,6 +1,6 @@
 """Similarity search over embeddings: the FAISS index, neighbour votes, and the bundle that answers queries."""
 
-from .audit import Audit, audit
+from .audit import Audit, audit, imagenet_features
 from .bundle import FORMAT_VERSION, Bundle, BundleError, QueryResult
 from .classifiers import KNNClassifier, NearestCentroidClassifier, SoftmaxClassifier
 from .evaluation import Evaluation, evaluate
@@ -25,6 +25,7 @@ __all__ = [
     "SoftmaxClassifier",
     "audit",
     "evaluate",
+    "imagenet_features",
     "knn_vote",
     "nearest_classes",
 ]

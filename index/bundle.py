@@ -12,6 +12,7 @@ Layout of a bundle directory::
     logs/            per-epoch training logs: <phase>.csv and TensorBoard event files
     maps/            UMAP / t-SNE maps of the embeddings, computed on first use (derived, not copied by save)
     report/          the last evaluation (derived, not copied by save)
+    audit/           frozen ImageNet features of the indexed images for the audit (derived, not copied by save)
 
 A bundle is written into a temporary directory beside its target and renamed into place, so an
 interrupted write never replaces a good bundle with a half-written one; if a replace is killed between its

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import importlib
 from pathlib import Path
 
 import numpy as np
 
 from lookalike.app.cli import main
 from lookalike.data import ImageRecord
-from lookalike.index import EmbeddingIndex, audit
+from lookalike.index import EmbeddingIndex, audit, imagenet_features
 from lookalike.index.audit import _leave_one_out_centroids
 
 
@@ -49,15 +50,28 @@ def test_flipped_label_ranks_first_and_far_point_is_an_outlier():
 
 
 def test_mislabelled_real_image_is_found(bundle):
-    """Relabel one real image in a copy of the trained index: the audit puts it on top."""
-    index = bundle.index
-    victim = next(i for i, r in enumerate(index.records) if r.label == "cook")
-    records = list(index.records)
+    """Relabel one real image: on the frozen ImageNet features the audit puts it on top."""
+    features = imagenet_features(bundle)
+    assert features.dim == 1280 and features.records == bundle.index.records
+    victim = next(i for i, r in enumerate(features.records) if r.label == "cook")
+    records = list(features.records)
     records[victim] = ImageRecord(records[victim].path, "123", records[victim].split)
-    result = audit(EmbeddingIndex.build(index.embeddings(), records, index.class_names))
+    result = audit(EmbeddingIndex.build(features.embeddings(), records, features.class_names))
     assert result.ranking()[0] == victim
     assert result.class_names[result.predicted("knn")[victim]] == "cook"
-    assert set(result.class_spread()) == set(index.class_names)
+    assert set(result.class_spread()) == set(features.class_names)
+
+
+def test_audit_features_are_cached_in_the_bundle(bundle, monkeypatch):
+    audit_module = importlib.import_module("lookalike.index.audit")  # the package exports a function of that name
+    first = imagenet_features(bundle)
+    assert (bundle.path / "audit" / "features.npy").is_file()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cached features should have been reused")
+
+    monkeypatch.setattr(audit_module.Embedder, "build", refuse)
+    np.testing.assert_array_equal(imagenet_features(bundle).embeddings(), first.embeddings())
 
 
 def test_audit_command_prints_and_writes_csv(bundle, bundle_path, tmp_path, capsys):

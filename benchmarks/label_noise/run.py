@@ -22,7 +22,7 @@ import numpy as np
 from cleanlab.filter import find_label_issues
 
 from lookalike.data import load_folder
-from lookalike.index import Bundle, audit
+from lookalike.index import Bundle, audit, imagenet_features
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,7 +67,7 @@ def main() -> None:
             bundle = Bundle.train(dataset, progress=True)
             train_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            result = audit(bundle.index)
+            result = audit(imagenet_features(bundle))
             audit_seconds = time.perf_counter() - started
             is_flipped = np.array([r.path.name in flipped for r in bundle.index.records])
             n = int(is_flipped.sum())
