@@ -28,6 +28,7 @@ from lookalike.data import DecodeFailure, iter_image_batches
 
 from .backbone import build_backbone
 from .config import EmbedderConfig
+from .runtime import LiteRTRunner
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ class Embedder:
         # One model call at a time: Keras builds predict functions lazily and the web app queries from
         # several threads; TensorFlow uses all cores within each call anyway.
         self._lock = threading.RLock()
+        #: Fast inference runtime (see :mod:`lookalike.embedder.runtime`) used by :meth:`embed_images` when set.
+        self.runtime: LiteRTRunner | None = None
         self._head_outputs = keras.Model(
             self.head.input, [self.head.get_layer("embedding").output, self.head.output], name="head_outputs"
         )
@@ -258,7 +261,7 @@ class Embedder:
         return np.asarray(embeddings, dtype=np.float32), np.asarray(probabilities, dtype=np.float32)
 
     def embed_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings and class probabilities of a batch of decoded images.
+        """Embeddings and class probabilities of decoded images, with the fast runtime when there is one.
 
         Parameters
         ----------
@@ -270,7 +273,22 @@ class Embedder:
         embeddings : float32 ndarray of shape (n, d), L2-normalised
         probabilities : float32 ndarray of shape (n, n_classes)
         """
-        return self.head_outputs(self.encode(images))
+        if self.runtime is None or len(images) == 0:
+            return self.head_outputs(self.encode(images))
+        size = self.config.batch_size
+        parts = [self.runtime(images[start : start + size]) for start in range(0, len(images), size)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _batches(self, paths: Sequence[str | os.PathLike], progress: bool, description: str):
+        """Decoded batches of ``paths`` (see :func:`lookalike.data.iter_image_batches`) with a progress bar."""
+        failures = 0
+        with tqdm(total=len(paths), unit="img", desc=description, disable=not progress) as bar:
+            for batch in iter_image_batches(paths, size=self.config.image_size, batch_size=self.config.batch_size):
+                yield batch
+                failures += len(batch.failures)
+                bar.update(len(batch.indices) + len(batch.failures))
+        if failures:
+            logger.warning("%d of %d images could not be read and were skipped", failures, len(paths))
 
     def encode_files(
         self,
@@ -299,17 +317,12 @@ class Embedder:
         """
         shape = tuple(self.encoder(layer).output.shape[1:])
         indices, features, views, failures = [], [], [], []
-        batches = iter_image_batches(paths, size=self.config.image_size, batch_size=self.config.batch_size)
-        with tqdm(total=len(paths), unit="img", desc="encoding", disable=not progress) as bar:
-            for batch in batches:
-                indices.append(batch.indices)
-                features.append(self.encode(batch.images, layer=layer))
-                augmented = [self.encode(batch.images, layer=layer, augment=True) for _ in range(augment_views)]
-                views.append(np.stack(augmented) if augmented else np.empty((0, len(batch.indices), *shape), np.float32))
-                failures.extend(batch.failures)
-                bar.update(len(batch.indices) + len(batch.failures))
-        if failures:
-            logger.warning("%d of %d images could not be read and were skipped", len(failures), len(paths))
+        for batch in self._batches(paths, progress, "encoding"):
+            indices.append(batch.indices)
+            features.append(self.encode(batch.images, layer=layer))
+            augmented = [self.encode(batch.images, layer=layer, augment=True) for _ in range(augment_views)]
+            views.append(np.stack(augmented) if augmented else np.empty((0, len(batch.indices), *shape), np.float32))
+            failures.extend(batch.failures)
         if not indices:  # no paths at all
             return BackboneFeatures(
                 np.empty(0, np.int64), np.empty((0, *shape), np.float32), np.empty((augment_views, 0, *shape), np.float32), ()
@@ -319,15 +332,29 @@ class Embedder:
         )
 
     def embed_files(self, paths: Sequence[str | os.PathLike], *, progress: bool = False) -> Embeddings:
-        """Embeddings and class probabilities of image files; unreadable files are skipped and reported.
+        """Embeddings and class probabilities of image files, decoded in parallel and embedded batch by batch.
+
+        Unreadable files are skipped and reported in ``failures``.
 
         Returns
         -------
         Embeddings
         """
-        encoded = self.encode_files(paths, progress=progress)
-        embeddings, probabilities = self.head_outputs(encoded.features)
-        return Embeddings(encoded.indices, embeddings, probabilities, encoded.failures)
+        indices, embeddings, probabilities, failures = [], [], [], []
+        for batch in self._batches(paths, progress, "embedding"):
+            batch_embeddings, batch_probabilities = self.embed_images(batch.images)
+            indices.append(batch.indices)
+            embeddings.append(batch_embeddings)
+            probabilities.append(batch_probabilities)
+            failures.extend(batch.failures)
+        if not indices:
+            return Embeddings(
+                np.empty(0, np.int64), np.empty((0, self.embedding_dim), np.float32),
+                np.empty((0, len(self.class_names)), np.float32), (),
+            )
+        return Embeddings(
+            np.concatenate(indices), np.concatenate(embeddings), np.concatenate(probabilities), tuple(failures)
+        )
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``model.keras`` (Keras v3 format) and ``embedder.json`` (config, class names) into ``directory``."""

@@ -6,6 +6,7 @@ Layout of a bundle directory::
                      SHA-256 of the four files below (verified on load); written last
     model.keras      the classifier (Keras v3 format), loaded with safe_mode
     embedder.json    the embedder's configuration and class names
+    inference.tflite the embedder exported to LiteRT, checked against Keras (absent where LiteRT is missing)
     index.faiss      the FAISS index
     metadata.json    path, label and split of every indexed image, by id
     skipped.csv      dataset files that could not be read, with the reason (only when there were any)
@@ -43,6 +44,7 @@ import numpy as np
 from lookalike.data import Dataset, DecodeFailure, load_image
 from lookalike.embedder import Embedder, EmbedderConfig, train
 from lookalike.embedder.model import CONFIG_FILE, MODEL_FILE
+from lookalike.embedder.runtime import LiteRTRunner, RuntimeUnavailable, export_litert
 
 from .classifiers import NearestCentroidClassifier
 from .neighbors import knn_vote, nearest_classes
@@ -57,6 +59,8 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 LOGS_DIR = "logs"
 SKIPPED_FILE = "skipped.csv"
+#: The embedder exported for the fast CPU runtime (optional: Keras is the fallback).
+RUNTIME_FILE = "inference.tflite"
 #: Files whose SHA-256 the manifest records and loading verifies.
 CHECKED_FILES = (MODEL_FILE, CONFIG_FILE, INDEX_FILE, METADATA_FILE)
 #: Neighbours examined to rank the nearest classes ("characters").
@@ -391,6 +395,10 @@ class Bundle:
         try:
             staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
             self.embedder.save(staging)
+            try:
+                export_litert(self.embedder, staging / RUNTIME_FILE)
+            except RuntimeUnavailable as error:
+                logger.warning("no fast inference runtime in this bundle (%s); Keras will be used", error)
             self.index.save(staging)
             if self.log_dir is not None and self.log_dir.is_dir():
                 shutil.copytree(self.log_dir, staging / LOGS_DIR)
@@ -400,7 +408,8 @@ class Bundle:
                     writer = csv.writer(handle)
                     writer.writerow(["path", "reason"])
                     writer.writerows([item["path"], item["reason"]] for item in skipped)
-            manifest = self.manifest | {"files": {name: _sha256(staging / name) for name in CHECKED_FILES}}
+            checked = [name for name in (*CHECKED_FILES, RUNTIME_FILE) if (staging / name).is_file()]
+            manifest = self.manifest | {"files": {name: _sha256(staging / name) for name in checked}}
             write_atomic(staging / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False))
             if target.exists():
                 retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
@@ -414,6 +423,8 @@ class Bundle:
             raise
         logger.info("wrote bundle %s", target)
         self.manifest, self.path = manifest, target
+        if (target / RUNTIME_FILE).is_file():
+            self.embedder.runtime = LiteRTRunner(target / RUNTIME_FILE, embedding_dim=self.embedder.embedding_dim)
         return target
 
     @classmethod
@@ -441,17 +452,25 @@ class Bundle:
                 f"bundle {directory} has format version {version}, newer than this lookalike reads "
                 f"(up to {FORMAT_VERSION}); upgrade lookalike"
             )
-        for name in CHECKED_FILES:
+        for name in sorted(set(CHECKED_FILES) | set(manifest.get("files", {}))):
             path = directory / name
             if not path.is_file():
                 raise BundleError(f"bundle file missing: {path}")
-            if _sha256(path) != manifest.get("files", {}).get(name):
+            expected = manifest.get("files", {}).get(name)
+            if expected is None:
+                raise BundleError(f"{manifest_path} has no checksum for {name}: not written by this lookalike; train again")
+            if _sha256(path) != expected:
                 raise BundleError(f"damaged bundle file {path}: its SHA-256 does not match the manifest")
         try:
             embedder = Embedder.load(directory)
             index = EmbeddingIndex.load(directory)
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise BundleError(f"cannot load bundle {directory}: {error}") from error
+        if (directory / RUNTIME_FILE).is_file():
+            try:
+                embedder.runtime = LiteRTRunner(directory / RUNTIME_FILE, embedding_dim=embedder.embedding_dim)
+            except RuntimeUnavailable as error:
+                logger.info("using Keras for inference: %s", error)
         bundle = cls(embedder, index, manifest, log_dir=directory / LOGS_DIR)
         bundle.path = directory.resolve()
         return bundle
