@@ -50,17 +50,62 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
     defaults = EmbedderConfig()
     group = parser.add_argument_group("training")
-    group.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="mobilenet_v2 (ImageNet, transfer learning) or small-cnn (from scratch, a baseline); default %(default)s")
-    group.add_argument("--epochs", type=int, default=defaults.epochs, help="head epochs, fewer if early stopping on val/ ends them (default %(default)s)")
-    group.add_argument("--fine-tune-blocks", type=int, default=defaults.fine_tune_blocks, help="top MobileNetV2 blocks fine-tuned after the head; 0 keeps the backbone frozen (default %(default)s)")
-    group.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs, help="fine-tuning epochs (default %(default)s)")
-    group.add_argument("--patience", type=int, default=defaults.patience, help="epochs without a better val accuracy before stopping (default %(default)s)")
-    group.add_argument("--val-fraction", type=float, default=0.2, help="val share per class when DATA_DIR has no train/ + val/ folders (default %(default)s)")
-    group.add_argument("--augment-views", type=int, default=defaults.augment_views, help="augmented views cached per training image (default %(default)s)")
-    group.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim, help="embedding size (default %(default)s)")
-    group.add_argument("--image-size", type=int, default=None, help=f"input side in pixels (default {defaults.image_size}; {SMALL_CNN_IMAGE_SIZE} for small-cnn)")
+    group.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        default=defaults.backbone,
+        help="mobilenet_v2 (ImageNet, transfer learning) or small-cnn (from scratch, a baseline); default %(default)s",
+    )
+    group.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="head epochs, fewer if early stopping on val/ ends them (default %(default)s)",
+    )
+    group.add_argument(
+        "--fine-tune-blocks",
+        type=int,
+        default=defaults.fine_tune_blocks,
+        help="top MobileNetV2 blocks fine-tuned after the head; 0 keeps the backbone frozen (default %(default)s)",
+    )
+    group.add_argument(
+        "--fine-tune-epochs",
+        type=int,
+        default=defaults.fine_tune_epochs,
+        help="fine-tuning epochs (default %(default)s)",
+    )
+    group.add_argument(
+        "--patience",
+        type=int,
+        default=defaults.patience,
+        help="epochs without a better val accuracy before stopping (default %(default)s)",
+    )
+    group.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="val share per class when DATA_DIR has no train/ + val/ folders (default %(default)s)",
+    )
+    group.add_argument(
+        "--augment-views",
+        type=int,
+        default=defaults.augment_views,
+        help="augmented views cached per training image (default %(default)s)",
+    )
+    group.add_argument(
+        "--embedding-dim", type=int, default=defaults.embedding_dim, help="embedding size (default %(default)s)"
+    )
+    group.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"input side in pixels (default {defaults.image_size}; {SMALL_CNN_IMAGE_SIZE} for small-cnn)",
+    )
     group.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
-    group.add_argument("--weights", help="backbone weights .h5 file (default: $LOOKALIKE_BACKBONE_WEIGHTS, else Keras' ImageNet download/cache)")
+    group.add_argument(
+        "--weights",
+        help="backbone weights .h5 file (default: $LOOKALIKE_BACKBONE_WEIGHTS, else Keras' ImageNet download/cache)",
+    )
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train an embedder, embed every image and write a bundle")
-    train.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="DATA_DIR/<class>/<image>, or with train/ and val/ sub-folders")
-    train.add_argument("--out", required=True, type=Path, metavar="BUNDLE", help="bundle directory to write (replaced atomically)")
+    train.add_argument(
+        "data_dir", metavar="DATA_DIR", type=Path, help="DATA_DIR/<class>/<image>, or with train/ and val/ sub-folders"
+    )
+    train.add_argument(
+        "--out", required=True, type=Path, metavar="BUNDLE", help="bundle directory to write (replaced atomically)"
+    )
     _add_training_options(train)
 
     search = commands.add_parser("search", help="find the look-alikes of an image")
@@ -94,13 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score the softmax head, k-NN and nearest centroid; write BUNDLE/report/"
     )
     evaluate.add_argument("bundle", metavar="BUNDLE", type=Path)
-    evaluate.add_argument("data_dir", metavar="DATA_DIR", type=Path, nargs="?", help="evaluate on this folder instead of the bundle's held-out images")
+    evaluate.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        type=Path,
+        nargs="?",
+        help="evaluate on this folder instead of the bundle's held-out images",
+    )
     evaluate.add_argument("--knn-k", type=int, default=10, help="neighbours in the k-NN vote (default %(default)s)")
 
     split = commands.add_parser("split", help="write a few-shot train/ + test/ split of a dataset")
     split.add_argument("data_dir", metavar="DATA_DIR", type=Path)
     split.add_argument("out_dir", metavar="OUT_DIR", type=Path)
-    split.add_argument("--per-class", type=int, required=True, help="training images per class (the few-shot protocol uses 6)")
+    split.add_argument(
+        "--per-class", type=int, required=True, help="training images per class (the few-shot protocol uses 6)"
+    )
     split.add_argument("--seed", type=int, default=0, help="seed of the per-class permutation (default %(default)s)")
     split.add_argument("--copy", action="store_true", help="copy files instead of symlinking them")
 
@@ -108,9 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("bundles", metavar="BUNDLE", type=Path, nargs="+")
     compare.add_argument("--out", type=Path, default=Path("compare.png"), help="bar chart file (default %(default)s)")
 
-    map_ = commands.add_parser("map", help="draw a UMAP or t-SNE map of a bundle's embeddings, optionally with a query on it")
+    map_ = commands.add_parser(
+        "map", help="draw a UMAP or t-SNE map of a bundle's embeddings, optionally with a query on it"
+    )
     map_.add_argument("bundle", metavar="BUNDLE", type=Path)
-    map_.add_argument("--out", type=Path, default=Path("map.html"), help="map.html (interactive) or map.png (default %(default)s)")
+    map_.add_argument(
+        "--out", type=Path, default=Path("map.html"), help="map.html (interactive) or map.png (default %(default)s)"
+    )
     map_.add_argument("--method", choices=("umap", "tsne"), default="umap", help="projection (default %(default)s)")
     map_.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2 or 3 dimensions (default %(default)s)")
     map_.add_argument("--query", type=Path, metavar="IMAGE", help="place this image on the map with its nearest images")
@@ -124,8 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("bundle", metavar="BUNDLE", type=Path)
     _add_serve_options(serve)
 
-    demo = commands.add_parser("demo", help="train on the embedded characters (or reuse that bundle) and start the web app")
-    demo.add_argument("--bundle", type=Path, default=None, help=f"demo bundle directory (default {default_demo_bundle()})")
+    demo = commands.add_parser(
+        "demo", help="train on the embedded characters (or reuse that bundle) and start the web app"
+    )
+    demo.add_argument(
+        "--bundle", type=Path, default=None, help=f"demo bundle directory (default {default_demo_bundle()})"
+    )
     demo.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
     _add_serve_options(demo)
     _add_training_options(demo)
@@ -141,7 +206,8 @@ def _train(data_dir: Path, out: Path, args: argparse.Namespace):
     print(f"dataset {dataset.root}: {dataset.summary()}")
     config = EmbedderConfig(
         backbone=args.backbone,
-        image_size=args.image_size or (SMALL_CNN_IMAGE_SIZE if args.backbone == "small-cnn" else EmbedderConfig().image_size),
+        image_size=args.image_size
+        or (SMALL_CNN_IMAGE_SIZE if args.backbone == "small-cnn" else EmbedderConfig().image_size),
         fine_tune_blocks=args.fine_tune_blocks,
         fine_tune_epochs=args.fine_tune_epochs,
         embedding_dim=args.embedding_dim,
@@ -164,12 +230,15 @@ def _train(data_dir: Path, out: Path, args: argparse.Namespace):
 def _report_skipped(failures, listing: Path | None = None) -> None:
     """Print every skipped file with its reason on stderr, after the run's own output."""
     if failures:
-        print(f"\n{len(failures)} unreadable files were skipped" + (f" (listed in {listing})" if listing else "") + ":", file=sys.stderr)
+        print(
+            f"\n{len(failures)} unreadable files were skipped" + (f" (listed in {listing})" if listing else "") + ":",
+            file=sys.stderr,
+        )
         for failure in failures:
             print(f"  {failure.path}: {failure.reason}", file=sys.stderr)
 
 
-def _evaluate(args: argparse.Namespace) -> None:
+def _evaluate(args: argparse.Namespace) -> tuple:
     from lookalike.app.report import CLASSIFIER_TITLES, write_report
     from lookalike.data import load_folder
     from lookalike.index import Bundle
@@ -178,7 +247,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     bundle = Bundle.load(args.bundle)
     dataset = load_folder(args.data_dir, val_fraction=0.0) if args.data_dir else None
     evaluation = evaluate(bundle, dataset, knn_k=args.knn_k, progress=True)
-    print(f"{len(evaluation.y_true)} queries from the {evaluation.source}; k-NN and centroids fitted on {evaluation.n_reference} train images")
+    print(
+        f"{len(evaluation.y_true)} queries from the {evaluation.source}; k-NN and centroids fitted on {evaluation.n_reference} train images"
+    )
     print(f"{'classifier':<18} {'accuracy':>9} {'macro-F1':>9}")
     for name, scores in evaluation.scores.items():
         print(f"{CLASSIFIER_TITLES[name]:<18} {scores.accuracy:>9.3f} {scores.macro_f1:>9.3f}")
@@ -199,8 +270,18 @@ def _compare(args: argparse.Namespace) -> None:
         config = report.get("config") or {}
         name = path.name
         runs[name] = report["summary"]
-        rows.append((name, config.get("backbone", "?"), config.get("fine_tune_blocks", "?"), report.get("training_seconds"), report["summary"]))
-    header = f"{'bundle':<28} {'backbone':<13} {'tuned':>5} {'train s':>8} " + " ".join(f"{c + ' acc':>12} {c + ' F1':>11}" for c in CLASSIFIERS)
+        rows.append(
+            (
+                name,
+                config.get("backbone", "?"),
+                config.get("fine_tune_blocks", "?"),
+                report.get("training_seconds"),
+                report["summary"],
+            )
+        )
+    header = f"{'bundle':<28} {'backbone':<13} {'tuned':>5} {'train s':>8} " + " ".join(
+        f"{c + ' acc':>12} {c + ' F1':>11}" for c in CLASSIFIERS
+    )
     print(header)
     for name, backbone, blocks, seconds, summary in rows:
         cells = " ".join(f"{summary[c]['accuracy']:>12.3f} {summary[c]['macro_f1']:>11.3f}" for c in CLASSIFIERS)
@@ -238,7 +319,9 @@ def _audit(args: argparse.Namespace) -> None:
     result = audit(imagenet_features(bundle, progress=True))
     records, names = bundle.index.records, result.class_names
     knn, softmax = result.predicted("knn"), result.predicted("softmax")
-    print(f"{'rank':>4} {'suspicion':>9} {'margin':>7}  {'label':<20} {'k-NN says':<20} {'softmax says':<20} outlier  path")
+    print(
+        f"{'rank':>4} {'suspicion':>9} {'margin':>7}  {'label':<20} {'k-NN says':<20} {'softmax says':<20} outlier  path"
+    )
     for rank, i in enumerate(result.ranking()[: args.top], 1):
         print(
             f"{rank:>4} {result.suspicion[i]:>9.3f} {result.margin[i]:>7.3f}  {records[i].label:<20} "
@@ -251,19 +334,48 @@ def _audit(args: argparse.Namespace) -> None:
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["id", "path", "label", "suspicion", "own_distance", "other_distance", "nearest_other", "margin",
-                             "knn_predicted", "softmax_predicted", "centroid_predicted", "outlier"])
+            writer.writerow(
+                [
+                    "id",
+                    "path",
+                    "label",
+                    "suspicion",
+                    "own_distance",
+                    "other_distance",
+                    "nearest_other",
+                    "margin",
+                    "knn_predicted",
+                    "softmax_predicted",
+                    "centroid_predicted",
+                    "outlier",
+                ]
+            )
             centroid = result.predicted("centroid")
             for i in result.ranking():
-                writer.writerow([i, records[i].path, records[i].label, f"{result.suspicion[i]:.4f}", f"{result.own_distance[i]:.4f}",
-                                 f"{result.other_distance[i]:.4f}", names[result.nearest_other[i]], f"{result.margin[i]:.4f}",
-                                 names[knn[i]], names[softmax[i]], names[centroid[i]], bool(result.outlier[i])])
+                writer.writerow(
+                    [
+                        i,
+                        records[i].path,
+                        records[i].label,
+                        f"{result.suspicion[i]:.4f}",
+                        f"{result.own_distance[i]:.4f}",
+                        f"{result.other_distance[i]:.4f}",
+                        names[result.nearest_other[i]],
+                        f"{result.margin[i]:.4f}",
+                        names[knn[i]],
+                        names[softmax[i]],
+                        names[centroid[i]],
+                        bool(result.outlier[i]),
+                    ]
+                )
         print(f"audit of {len(records)} images written to {args.csv}")
 
 
 def _format_result(result) -> str:
     lines = [f"predicted: {result.predicted} (p={result.probabilities[result.predicted]:.3f})"]
-    lines.append(f"k-NN vote: {result.knn_predicted} ({result.knn_probabilities.get(result.knn_predicted, 0.0):.2f} of the vote)")
+    lines.append(
+        f"k-NN vote: {result.knn_predicted} ({result.knn_probabilities.get(result.knn_predicted, 0.0):.2f} of the vote)"
+    )
     lines.append(f"nearest centroid: {result.centroid_predicted} (cosine {result.centroid_characters[0].score:.3f})")
     lines.append("nearest characters (best-matching image):")
     lines += [f"  {i}. {hit.label:<24} {hit.score:.3f}  {hit.path}" for i, hit in enumerate(result.characters, 1)]
@@ -321,7 +433,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lookalike`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     from lookalike.data import DatasetError, ImageDecodeError
     from lookalike.embedder import BackboneWeightsError, TrainingError
     from lookalike.index import BundleError
@@ -329,7 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (
-        BackboneWeightsError, BundleError, DatasetError, ImageDecodeError, TrainingError, FileNotFoundError, FileExistsError
+        BackboneWeightsError,
+        BundleError,
+        DatasetError,
+        ImageDecodeError,
+        TrainingError,
+        FileNotFoundError,
+        FileExistsError,
     ) as error:
         print(f"lookalike: error: {error}", file=sys.stderr)
         return EXIT_ERROR

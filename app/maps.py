@@ -14,8 +14,26 @@ from lookalike.index import Bundle, EmbeddingMap
 #: Above this many classes the legend is hidden (colours repeat; hover names the class).
 MAX_LEGEND_CLASSES = 30
 PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
 )
 
 
@@ -79,7 +97,9 @@ def map_figure(
                 name=names[code],
                 legendgroup=names[code],
                 marker=dict(size=marker_size, color=PALETTE[code % len(PALETTE)], opacity=0.75),
-                customdata=np.stack([[names[code]] * len(members), [r.path.name for r in records], [r.split for r in records]], axis=1),
+                customdata=np.stack(
+                    [[names[code]] * len(members), [r.path.name for r in records], [r.split for r in records]], axis=1
+                ),
                 hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]} (%{customdata[2]})<extra></extra>",
             )
         )
@@ -101,14 +121,21 @@ def map_figure(
         neighbours = coordinates[query.neighbor_ids[query.neighbor_ids >= 0]]
         fig.add_trace(
             _scatter(
-                dims, neighbours, mode="markers", name="query's nearest images",
+                dims,
+                neighbours,
+                mode="markers",
+                name="query's nearest images",
                 marker=dict(size=marker_size + 8, color="rgba(0,0,0,0)", line=dict(color="crimson", width=2)),
                 hoverinfo="skip",
             )
         )
         fig.add_trace(
             _scatter(
-                dims, query.position[None, :], mode="markers+text", name="query", text=[query.caption],
+                dims,
+                query.position[None, :],
+                mode="markers+text",
+                name="query",
+                text=[query.caption],
                 textposition="bottom center",
                 marker=dict(symbol="diamond" if dims == 3 else "star", size=marker_size + 12, color="crimson"),
             )
@@ -139,7 +166,9 @@ def map_png(bundle: Bundle, embedding_map: EmbeddingMap, path: Path, *, query: P
         for code in np.flatnonzero(finite):
             ax.text(*centroids[code], names[code], fontsize=7)
     if query is not None:
-        ax.scatter(*coordinates[query.neighbor_ids[query.neighbor_ids >= 0]].T, s=90, facecolors="none", edgecolors="crimson")
+        ax.scatter(
+            *coordinates[query.neighbor_ids[query.neighbor_ids >= 0]].T, s=90, facecolors="none", edgecolors="crimson"
+        )
         ax.scatter(*query.position, marker="*", s=300, c="crimson")
     ax.set_title(f"{embedding_map.config.method} map of {len(coordinates)} embeddings, {len(names)} classes")
     fig.tight_layout()

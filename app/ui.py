@@ -128,7 +128,17 @@ def _search_view(served: ServedBundle) -> None:
     characters = gr.Gallery(label="Look-alike characters (each by its best-matching image)", **gallery)
     centroid_characters = gr.Gallery(label="Nearest class centroids (each by its most typical image)", **gallery)
     neighbors = gr.Gallery(label="Nearest images", **gallery)
-    outputs = [predicted, knn, centroid, query_view, best_view, best_caption, characters, centroid_characters, neighbors]
+    outputs = [
+        predicted,
+        knn,
+        centroid,
+        query_view,
+        best_view,
+        best_caption,
+        characters,
+        centroid_characters,
+        neighbors,
+    ]
     search.click(answer, inputs=[query, k], outputs=outputs, api_name="search")
     query.change(answer, inputs=[query, k], outputs=outputs, api_name=False)
 
@@ -141,17 +151,23 @@ def _evaluate_view(served: ServedBundle) -> None:
         except Exception as error:  # noqa: BLE001 - shown to the user, e.g. a bundle without held-out images
             raise gr.Error(str(error)) from error
         table = [
-            [CLASSIFIER_TITLES[name], round(s.accuracy, 4), round(s.macro_f1, 4)] for name, s in evaluation.scores.items()
+            [CLASSIFIER_TITLES[name], round(s.accuracy, 4), round(s.macro_f1, 4)]
+            for name, s in evaluation.scores.items()
         ]
         training = bundle.manifest.get("training", {})
-        curves = curves_figure(training["history"], training.get("phase_epochs", {})) if training.get("history") else None
+        curves = (
+            curves_figure(training["history"], training.get("phase_epochs", {})) if training.get("history") else None
+        )
         note = f"{len(evaluation.y_true)} held-out images; k-NN and centroids fitted on {evaluation.n_reference} train images."
         return note, table, confusion_figure(evaluation, classifier), curves
 
     gr.Markdown("Scores of the three classifiers on the bundle's held-out (val/test) images.")
     with gr.Row():
         classifier = gr.Radio(
-            list(CLASSIFIERS), value="softmax", label="Confusion matrix of", info="softmax head, k-NN vote, nearest centroid"
+            list(CLASSIFIERS),
+            value="softmax",
+            label="Confusion matrix of",
+            info="softmax head, k-NN vote, nearest centroid",
         )
         button = gr.Button("Evaluate", variant="primary")
     note = gr.Markdown()
@@ -168,7 +184,9 @@ def _train_view(served: ServedBundle, header: gr.Markdown) -> None:
     def run(data_dir: str, out_dir: str, epochs: float, fine_tune: bool):
         rows: list[dict] = []
         outcome: dict = {}
-        config = EmbedderConfig(epochs=int(epochs), fine_tune_blocks=EmbedderConfig().fine_tune_blocks if fine_tune else 0)
+        config = EmbedderConfig(
+            epochs=int(epochs), fine_tune_blocks=EmbedderConfig().fine_tune_blocks if fine_tune else 0
+        )
         follow = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rows.append(dict(logs or {})))
 
         def work():
@@ -189,7 +207,11 @@ def _train_view(served: ServedBundle, header: gr.Markdown) -> None:
         worker.start()
         while worker.is_alive():
             worker.join(2.0)
-            stage = f"epoch {len(rows)}, accuracy {rows[-1].get('accuracy', 0):.3f}" if rows else "encoding images with the backbone"
+            stage = (
+                f"epoch {len(rows)}, accuracy {rows[-1].get('accuracy', 0):.3f}"
+                if rows
+                else "encoding images with the backbone"
+            )
             yield f"Training on {outcome.get('dataset', data_dir)}: {stage} ...", curves(), gr.update()
         if "error" in outcome:
             raise gr.Error(f"Training failed: {outcome['error']}")
@@ -201,17 +223,25 @@ def _train_view(served: ServedBundle, header: gr.Markdown) -> None:
         )
         yield done, curves(), summary(bundle)
 
-    gr.Markdown("Train a new bundle from a folder on this server (`FOLDER/<class>/<image>`); the app serves it when done.")
+    gr.Markdown(
+        "Train a new bundle from a folder on this server (`FOLDER/<class>/<image>`); the app serves it when done."
+    )
     with gr.Row():
         data_dir = gr.Textbox(value=str(DEFAULT_DATASET), label="Dataset folder")
         out_dir = gr.Textbox(value=str(Path.cwd() / "trained.bundle"), label="Write the bundle to")
     with gr.Row():
-        epochs = gr.Number(value=EmbedderConfig().epochs, precision=0, minimum=1, label="Head epochs (early stopping on val)")
-        fine_tune = gr.Checkbox(value=True, label=f"Fine-tune the top {EmbedderConfig().fine_tune_blocks} backbone blocks")
+        epochs = gr.Number(
+            value=EmbedderConfig().epochs, precision=0, minimum=1, label="Head epochs (early stopping on val)"
+        )
+        fine_tune = gr.Checkbox(
+            value=True, label=f"Fine-tune the top {EmbedderConfig().fine_tune_blocks} backbone blocks"
+        )
         button = gr.Button("Train", variant="primary")
     status = gr.Markdown()
     live_curves = gr.Plot(label="Training curves (live)")
-    button.click(run, inputs=[data_dir, out_dir, epochs, fine_tune], outputs=[status, live_curves, header], api_name="train")
+    button.click(
+        run, inputs=[data_dir, out_dir, epochs, fine_tune], outputs=[status, live_curves, header], api_name="train"
+    )
 
 
 def _map_view(served: ServedBundle) -> None:
@@ -237,7 +267,9 @@ def _map_view(served: ServedBundle) -> None:
     with gr.Row():
         method = gr.Radio(["umap", "tsne"], value="umap", label="Projection")
         dims = gr.Radio(["2-D", "3-D"], value="2-D", label="Dimensions")
-        classes = gr.Dropdown(list(served.bundle.class_names), multiselect=True, label="Only these classes (empty: all)")
+        classes = gr.Dropdown(
+            list(served.bundle.class_names), multiselect=True, label="Only these classes (empty: all)"
+        )
         query = gr.Image(type="filepath", label="Query (optional)", sources=["upload", "clipboard"], height=140)
     button = gr.Button("Draw map", variant="primary")
     plot = gr.Plot(label="Embedding map")
@@ -257,8 +289,15 @@ def _audit_view(served: ServedBundle) -> None:
         knn = result.predicted("knn")
         ranked = result.ranking()[: int(top)]
         table = [
-            [int(i), round(float(result.suspicion[i]), 3), round(float(result.margin[i]), 3), records[i].label,
-             names[knn[i]], "yes" if result.outlier[i] else "", records[i].path.name]
+            [
+                int(i),
+                round(float(result.suspicion[i]), 3),
+                round(float(result.margin[i]), 3),
+                records[i].label,
+                names[knn[i]],
+                "yes" if result.outlier[i] else "",
+                records[i].path.name,
+            ]
             for i in ranked
         ]
         confusion = np.zeros((len(names), len(names)), dtype=np.int64)
@@ -293,14 +332,18 @@ def _audit_view(served: ServedBundle) -> None:
         bundle = served.bundle
         names = bundle.class_names
         hits = [bundle.index.hit(i, 1.0) for i in ids[:24]]
-        return f"{len(ids)} images labelled **{names[true]}** that the k-NN vote calls **{names[predicted]}**", _gallery(hits)
+        return (
+            f"{len(ids)} images labelled **{names[true]}** that the k-NN vote calls **{names[predicted]}**",
+            _gallery(hits),
+        )
 
     with gr.Row():
         top = gr.Number(value=30, precision=0, minimum=1, label="Suspects to list")
         button = gr.Button("Audit", variant="primary")
     note = gr.Markdown()
     table = gr.Dataframe(
-        headers=["id", "suspicion", "margin", "label", "k-NN says", "outlier", "file"], label="Suspected label errors and outliers",
+        headers=["id", "suspicion", "margin", "label", "k-NN says", "outlier", "file"],
+        label="Suspected label errors and outliers",
         interactive=False,
     )
     caption = gr.Markdown()
@@ -309,7 +352,9 @@ def _audit_view(served: ServedBundle) -> None:
         labelled = gr.Gallery(label="Its labelled class", columns=3, height=220, object_fit="contain")
         predicted = gr.Gallery(label="The class its neighbours say", columns=3, height=220, object_fit="contain")
     spread = gr.Dataframe(headers=["class", "mean distance to centroid"], label="Loosest classes", interactive=False)
-    confusion = gr.Dataframe(label="Out-of-fold k-NN confusion (rows: label, columns: prediction); select a cell", interactive=False)
+    confusion = gr.Dataframe(
+        label="Out-of-fold k-NN confusion (rows: label, columns: prediction); select a cell", interactive=False
+    )
     cell_caption = gr.Markdown()
     cell_images = gr.Gallery(label="Images behind the selected cell", columns=8, height=220, object_fit="contain")
     state = gr.State()

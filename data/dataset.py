@@ -161,5 +161,7 @@ def load_folder(root: str | os.PathLike, *, val_fraction: float = 0.2, seed: int
             f"{', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
     if len(class_names) < 2:
-        raise DatasetError(f"the number of classes has to be greater than one; got 1 class ({class_names[0]}) in {root}")
+        raise DatasetError(
+            f"the number of classes has to be greater than one; got 1 class ({class_names[0]}) in {root}"
+        )
     return Dataset(root=root, class_names=class_names, records=tuple(records))

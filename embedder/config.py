@@ -84,7 +84,9 @@ class EmbedderConfig:
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}; got {self.backbone!r}")
         if not 0 <= self.fine_tune_blocks <= 16:
-            raise ValueError(f"fine_tune_blocks must be in [0, 16] (MobileNetV2 has 16 blocks); got {self.fine_tune_blocks}")
+            raise ValueError(
+                f"fine_tune_blocks must be in [0, 16] (MobileNetV2 has 16 blocks); got {self.fine_tune_blocks}"
+            )
 
     @property
     def fine_tunes(self) -> bool:

@@ -325,7 +325,10 @@ class Embedder:
             failures.extend(batch.failures)
         if not indices:  # no paths at all
             return BackboneFeatures(
-                np.empty(0, np.int64), np.empty((0, *shape), np.float32), np.empty((augment_views, 0, *shape), np.float32), ()
+                np.empty(0, np.int64),
+                np.empty((0, *shape), np.float32),
+                np.empty((augment_views, 0, *shape), np.float32),
+                (),
             )
         return BackboneFeatures(
             np.concatenate(indices), np.concatenate(features), np.concatenate(views, axis=1), tuple(failures)
@@ -349,8 +352,10 @@ class Embedder:
             failures.extend(batch.failures)
         if not indices:
             return Embeddings(
-                np.empty(0, np.int64), np.empty((0, self.embedding_dim), np.float32),
-                np.empty((0, len(self.class_names)), np.float32), (),
+                np.empty(0, np.int64),
+                np.empty((0, self.embedding_dim), np.float32),
+                np.empty((0, len(self.class_names)), np.float32),
+                (),
             )
         return Embeddings(
             np.concatenate(indices), np.concatenate(embeddings), np.concatenate(probabilities), tuple(failures)

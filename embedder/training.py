@@ -197,7 +197,9 @@ def train(
         train_set, rest_set = _decode_all(embedder, train_paths), _decode_all(embedder, rest_paths)
         train_x, rest_x, train_views = train_set.images, rest_set.images, []
     else:
-        train_set = embedder.encode_files(train_paths, layer=layer, augment_views=config.augment_views, progress=progress)
+        train_set = embedder.encode_files(
+            train_paths, layer=layer, augment_views=config.augment_views, progress=progress
+        )
         rest_set = embedder.encode_files(rest_paths, layer=layer, progress=progress)
         train_x, rest_x, train_views = train_set.features, rest_set.features, list(train_set.views)
     if len(train_set.indices) == 0:
@@ -213,8 +215,14 @@ def train(
     y = np.tile(train_labels, 1 + len(train_views))
     if config.backbone == "small-cnn":
         history = _fit(
-            embedder.classifier, x, y, validation(rest_x),
-            epochs=config.epochs, learning_rate=config.learning_rate, phase="end_to_end", **fit_options,
+            embedder.classifier,
+            x,
+            y,
+            validation(rest_x),
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            phase="end_to_end",
+            **fit_options,
         )
         phase_epochs = {"end_to_end": len(history["loss"])}
         features = embedder.encode(np.concatenate([train_x, rest_x]))
@@ -227,8 +235,14 @@ def train(
             return np.asarray(top.predict(activations, batch_size=256, verbose=0), dtype=np.float32)
 
         history = _fit(
-            embedder.head, pooled(x), y, validation(pooled(rest_x)),
-            epochs=config.epochs, learning_rate=config.learning_rate, phase="head", **fit_options,
+            embedder.head,
+            pooled(x),
+            y,
+            validation(pooled(rest_x)),
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            phase="head",
+            **fit_options,
         )
         phase_epochs = {"head": len(history["loss"])}
         if top is not None:
@@ -236,8 +250,13 @@ def train(
                 sublayer.trainable = not isinstance(sublayer, keras.layers.BatchNormalization)
             tuned = keras.Model(top.input, embedder.head(top.output), name="fine_tune")
             fine_tune = _fit(
-                tuned, x, y, validation(rest_x),
-                epochs=config.fine_tune_epochs, learning_rate=config.fine_tune_learning_rate, phase="fine_tune",
+                tuned,
+                x,
+                y,
+                validation(rest_x),
+                epochs=config.fine_tune_epochs,
+                learning_rate=config.fine_tune_learning_rate,
+                phase="fine_tune",
                 **fit_options,
             )
             embedder.backbone.trainable = False

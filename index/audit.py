@@ -98,7 +98,9 @@ class Audit:
         return dict(sorted(spread.items(), key=lambda item: -item[1]))
 
 
-def imagenet_features(bundle: Bundle, *, progress: bool = False, weights: str | os.PathLike | None = None) -> EmbeddingIndex:
+def imagenet_features(
+    bundle: Bundle, *, progress: bool = False, weights: str | os.PathLike | None = None
+) -> EmbeddingIndex:
     """Frozen ImageNet features of every indexed image, as an index with the bundle's ids, paths and labels.
 
     Computed with the untouched ImageNet MobileNetV2 at the bundle's image size (global average pooling,
@@ -158,7 +160,9 @@ def _leave_one_out_centroids(embeddings: np.ndarray, labels: np.ndarray, n_class
     own = sums[labels] - embeddings
     own_norm = np.linalg.norm(own, axis=1)
     rows = np.arange(len(labels))
-    similarities[rows, labels] = np.where(own_norm > 1e-9, np.einsum("nd,nd->n", embeddings, own) / np.maximum(own_norm, 1e-9), 0.0)
+    similarities[rows, labels] = np.where(
+        own_norm > 1e-9, np.einsum("nd,nd->n", embeddings, own) / np.maximum(own_norm, 1e-9), 0.0
+    )
     return similarities.astype(np.float32)
 
 
@@ -173,7 +177,9 @@ def _leave_one_out_knn(index: EmbeddingIndex, embeddings: np.ndarray, k: int) ->
     return knn_vote(labels, scores, len(index.class_names))
 
 
-def _cross_validated_softmax(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, seed: int) -> np.ndarray:
+def _cross_validated_softmax(
+    embeddings: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, seed: int
+) -> np.ndarray:
     """Out-of-fold probabilities of a multinomial logistic regression on the embeddings."""
     probabilities = np.zeros((len(labels), n_classes), dtype=np.float32)
     splitter = StratifiedKFold(n_splits=min(folds, len(labels)), shuffle=True, random_state=seed)

@@ -245,7 +245,12 @@ class Bundle:
         log_dir = Path(tempfile.mkdtemp(prefix="lookalike-logs-"))
         started = time.perf_counter()
         result = train(
-            records, dataset.class_names, config=config, weights=weights, progress=progress, log_dir=log_dir,
+            records,
+            dataset.class_names,
+            config=config,
+            weights=weights,
+            progress=progress,
+            log_dir=log_dir,
             callbacks=callbacks,
         )
         seconds = time.perf_counter() - started
@@ -344,7 +349,9 @@ class Bundle:
         self._maps[config] = cached
         return cached
 
-    def place_on_map(self, embeddings: np.ndarray, embedding_map: EmbeddingMap, *, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def place_on_map(
+        self, embeddings: np.ndarray, embedding_map: EmbeddingMap, *, k: int = 10
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Positions of query embeddings on a map, and the ids of the neighbours that placed them.
 
         Parameters
@@ -458,7 +465,9 @@ class Bundle:
                 raise BundleError(f"bundle file missing: {path}")
             expected = manifest.get("files", {}).get(name)
             if expected is None:
-                raise BundleError(f"{manifest_path} has no checksum for {name}: not written by this lookalike; train again")
+                raise BundleError(
+                    f"{manifest_path} has no checksum for {name}: not written by this lookalike; train again"
+                )
             if _sha256(path) != expected:
                 raise BundleError(f"damaged bundle file {path}: its SHA-256 does not match the manifest")
         try:

@@ -137,9 +137,7 @@ def compute_map(embeddings: np.ndarray, config: MapConfig = MapConfig()) -> Embe
     return EmbeddingMap(config, coordinates, fingerprint(embeddings))
 
 
-def place_queries(
-    coordinates: np.ndarray, neighbor_ids: np.ndarray, neighbor_scores: np.ndarray
-) -> np.ndarray:
+def place_queries(coordinates: np.ndarray, neighbor_ids: np.ndarray, neighbor_scores: np.ndarray) -> np.ndarray:
     """Place queries on a map: the similarity-weighted mean of their neighbours' positions.
 
     Parameters

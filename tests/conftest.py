@@ -47,7 +47,9 @@ def bundle_path(small_dataset, tmp_path_factory) -> Path:
 
     root, _ = small_dataset
     out = tmp_path_factory.mktemp("bundles") / "small.bundle"
-    code = main(["train", str(root), "--out", str(out), "--epochs", "2", "--augment-views", "1", "--fine-tune-epochs", "1"])
+    code = main(
+        ["train", str(root), "--out", str(out), "--epochs", "2", "--augment-views", "1", "--fine-tune-epochs", "1"]
+    )
     assert code == EXIT_SKIPPED  # the corrupt file was skipped
     return out
 

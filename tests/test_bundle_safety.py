@@ -34,7 +34,9 @@ def test_killed_writer_leaves_the_previous_bundle_loadable(bundle, bundle_path, 
     target = tmp_path / "live.bundle"
     bundle.save(target)
     expected = _answers(Bundle.load(target), probe)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(bundle_path), str(target)], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(bundle_path), str(target)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert writer.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 120

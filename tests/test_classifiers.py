@@ -41,7 +41,10 @@ def test_nearest_centroid_is_cosine_to_normalised_class_means(blobs):
 def test_given_classes_fix_the_columns_even_when_a_class_is_absent(blobs):
     X, y, Q, _ = blobs
     keep = y != "x"
-    for model in (KNNClassifier(k=3, classes=["w", "x", "y", "z"]), NearestCentroidClassifier(classes=["w", "x", "y", "z"])):
+    for model in (
+        KNNClassifier(k=3, classes=["w", "x", "y", "z"]),
+        NearestCentroidClassifier(classes=["w", "x", "y", "z"]),
+    ):
         probabilities = model.fit(X[keep], y[keep]).predict_proba(Q)
         assert probabilities.shape == (len(Q), 4)
         assert "x" not in set(model.predict(Q))

@@ -48,6 +48,8 @@ def test_errors_are_messages_with_exit_code_one(bundle_path, small_dataset, tmp_
 
 
 def test_console_script_help_lists_the_commands():
-    done = subprocess.run([sys.executable, "-m", "lookalike.app.cli", "--help"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "lookalike.app.cli", "--help"], capture_output=True, text=True, check=True
+    )
     for command in ("train", "search", "serve", "demo"):
         assert command in done.stdout

@@ -22,7 +22,9 @@ def _normalised(rng, n, d):
 def indexed():
     rng = np.random.default_rng(0)
     embeddings = _normalised(rng, 200, 16)
-    records = [ImageRecord(Path(f"/images/{i:03d}.png"), CLASSES[i % 3], "train" if i % 5 else "val") for i in range(200)]
+    records = [
+        ImageRecord(Path(f"/images/{i:03d}.png"), CLASSES[i % 3], "train" if i % 5 else "val") for i in range(200)
+    ]
     return embeddings, records, EmbeddingIndex.build(embeddings, records, CLASSES)
 
 
@@ -44,7 +46,11 @@ def test_ids_map_to_metadata(indexed):
         first = result.hits[row][0]
         assert first.id == query_id and first.score == pytest.approx(1.0, abs=1e-5)
         for hit in result.hits[row]:
-            assert (hit.path, hit.label, hit.split) == (records[hit.id].path, records[hit.id].label, records[hit.id].split)
+            assert (hit.path, hit.label, hit.split) == (
+                records[hit.id].path,
+                records[hit.id].label,
+                records[hit.id].split,
+            )
         assert result.labels[row].tolist() == [CLASSES.index(h.label) for h in result.hits[row]]
 
 

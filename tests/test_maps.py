@@ -63,7 +63,9 @@ def test_queries_land_near_their_own_class(bundle, small_dataset):
 def test_map_command_writes_html_and_png(bundle_path, small_dataset, tmp_path, suffix, dims):
     _, queries = small_dataset
     out = tmp_path / f"map{suffix}"
-    assert main(["map", str(bundle_path), "--out", str(out), "--dims", str(dims), "--query", str(queries["123"][0])]) == 0
+    assert (
+        main(["map", str(bundle_path), "--out", str(out), "--dims", str(dims), "--query", str(queries["123"][0])]) == 0
+    )
     assert out.stat().st_size > 10_000
     if suffix == ".html":
         text = out.read_text()

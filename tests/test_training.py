@@ -32,7 +32,10 @@ def test_fine_tuning_changes_only_the_top_blocks(bundle):
     changed = {
         layer.name
         for layer in tuned.layers
-        if layer.weights and any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), original.get_layer(layer.name).get_weights()))
+        if layer.weights
+        and any(
+            not np.array_equal(a, b) for a, b in zip(layer.get_weights(), original.get_layer(layer.name).get_weights())
+        )
     }
     assert changed, "fine-tuning changed nothing"
     assert all(name.startswith(("block_14", "block_15", "block_16", "Conv_1")) for name in changed), changed
@@ -51,7 +54,10 @@ def test_training_logs_are_in_the_bundle(bundle_path):
 def test_small_cnn_trains_from_scratch_and_ignores_test_images(small_dataset, tmp_path):
     root, _ = small_dataset
     dataset = load_folder(root, val_fraction=0.25)
-    records = [r if r.label != CLASSES[1] or r.split == "train" else r.__class__(r.path, r.label, "test") for r in dataset.records]
+    records = [
+        r if r.label != CLASSES[1] or r.split == "train" else r.__class__(r.path, r.label, "test")
+        for r in dataset.records
+    ]
     config = EmbedderConfig(backbone="small-cnn", image_size=32, epochs=3, embedding_dim=16)
     result = train(records, dataset.class_names, config=config)
     assert result.phase_epochs == {"end_to_end": 3}

@@ -64,7 +64,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=HERE.parents[2] / "shared" / "datasets")
     parser.add_argument("--datasets", nargs="+", default=["wesnoth_units", "freedroidrpg"])
-    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), metavar="RUN", help="lookalike runs (default all)")
+    parser.add_argument(
+        "--runs", nargs="+", choices=list(RUNS), default=list(RUNS), metavar="RUN", help="lookalike runs (default all)"
+    )
     parser.add_argument("--no-baselines", action="store_true", help="skip the frozen-embedding baselines")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
@@ -75,7 +77,11 @@ def main() -> None:
             few_shot_split(args.shared / name, split_dir, per_class=6, seed=0)
             dataset = load_folder(split_dir)
             print(f"== {name}: {dataset.summary()}", flush=True)
-            rows = {} if args.no_baselines else {label: {"accuracy": a, "seconds": s} for label, (a, s) in baselines(dataset).items()}
+            rows = (
+                {}
+                if args.no_baselines
+                else {label: {"accuracy": a, "seconds": s} for label, (a, s) in baselines(dataset).items()}
+            )
             for label in args.runs:
                 config = RUNS[label]
                 started = time.perf_counter()

@@ -80,9 +80,14 @@ def main() -> None:
                 for c, p in result.probabilities.items()
             }
             results[name] = {
-                "images": len(bundle.index), "flipped": n, "lookalike_audit_top_n": ours, "cleanlab_top_n": theirs,
-                "cleanlab_issues_found": int(len(ranked)), "single_classifier_top_n": per_classifier,
-                "train_seconds": round(train_seconds, 1), "audit_seconds": round(audit_seconds, 2),
+                "images": len(bundle.index),
+                "flipped": n,
+                "lookalike_audit_top_n": ours,
+                "cleanlab_top_n": theirs,
+                "cleanlab_issues_found": int(len(ranked)),
+                "single_classifier_top_n": per_classifier,
+                "train_seconds": round(train_seconds, 1),
+                "audit_seconds": round(audit_seconds, 2),
             }
             print(results[name], flush=True)
     args.out.write_text(json.dumps(results, indent=2))
@@ -90,8 +95,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, r in results.items():
         n = r["flipped"]
-        print(f"| {name} | {r['images']} | {n} | {r['lookalike_audit_top_n']} ({r['lookalike_audit_top_n'] / n:.1%}) "
-              f"| {r['cleanlab_top_n']} ({r['cleanlab_top_n'] / n:.1%}) |")
+        print(
+            f"| {name} | {r['images']} | {n} | {r['lookalike_audit_top_n']} ({r['lookalike_audit_top_n'] / n:.1%}) "
+            f"| {r['cleanlab_top_n']} ({r['cleanlab_top_n'] / n:.1%}) |"
+        )
 
 
 if __name__ == "__main__":

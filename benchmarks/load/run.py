@@ -27,7 +27,9 @@ from lookalike.index import Bundle
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=default_demo_bundle(), help="default: the demo bundle (make demo)")
+    parser.add_argument(
+        "--bundle", type=Path, default=default_demo_bundle(), help="default: the demo bundle (make demo)"
+    )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=500)
     args = parser.parse_args()
@@ -38,7 +40,9 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/"
     server = subprocess.Popen(
         [sys.executable, "-m", "lookalike.app.cli", "serve", str(args.bundle), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"},
     )
     try:
         deadline = time.monotonic() + 180
@@ -78,8 +82,10 @@ def main() -> None:
     latencies = np.array([t for lat, _ in results for t in lat]) * 1000
     errors = sum(e for _, e in results)
     print(f"{args.clients} clients, {len(latencies) + errors} searches, {errors} errors, {wall:.1f} s")
-    print(f"latency ms: p50 {np.percentile(latencies, 50):.0f}, p90 {np.percentile(latencies, 90):.0f}, "
-          f"p99 {np.percentile(latencies, 99):.0f}, max {latencies.max():.0f}; throughput {len(latencies) / wall:.1f} searches/s")
+    print(
+        f"latency ms: p50 {np.percentile(latencies, 50):.0f}, p90 {np.percentile(latencies, 90):.0f}, "
+        f"p99 {np.percentile(latencies, 99):.0f}, max {latencies.max():.0f}; throughput {len(latencies) / wall:.1f} searches/s"
+    )
 
 
 if __name__ == "__main__":

@@ -36,10 +36,14 @@ def main() -> None:
 
     started = time.perf_counter()
     embedding_map = compute_map(embeddings, config)
-    print(f"UMAP 2-D map of {len(embeddings)} embeddings: {time.perf_counter() - started:.1f} s (first run includes numba compilation)")
+    print(
+        f"UMAP 2-D map of {len(embeddings)} embeddings: {time.perf_counter() - started:.1f} s (first run includes numba compilation)"
+    )
 
     rng = np.random.default_rng(0)
-    queries = embeddings[rng.choice(len(embeddings), 200)] + 0.05 * rng.standard_normal((200, embeddings.shape[1])).astype(np.float32)
+    queries = embeddings[rng.choice(len(embeddings), 200)] + 0.05 * rng.standard_normal(
+        (200, embeddings.shape[1])
+    ).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     times = []
     for query in queries:
@@ -47,10 +51,14 @@ def main() -> None:
         bundle.place_on_map(query[None], embedding_map)
         times.append(time.perf_counter() - started)
     times = np.array(times) * 1000
-    print(f"placing one query: p50 {np.percentile(times, 50):.2f} ms, p99 {np.percentile(times, 99):.2f} ms (target < 100 ms)")
+    print(
+        f"placing one query: p50 {np.percentile(times, 50):.2f} ms, p99 {np.percentile(times, 99):.2f} ms (target < 100 ms)"
+    )
 
     held = rng.random(len(embeddings)) < 0.1
-    reducer = umap.UMAP(n_components=2, n_neighbors=config.n_neighbors, min_dist=config.min_dist, metric="cosine", random_state=0)
+    reducer = umap.UMAP(
+        n_components=2, n_neighbors=config.n_neighbors, min_dist=config.min_dist, metric="cosine", random_state=0
+    )
     fitted = reducer.fit_transform(embeddings[~held])
     started = time.perf_counter()
     by_umap = reducer.transform(embeddings[held])
@@ -66,9 +74,11 @@ def main() -> None:
 
     extent = np.linalg.norm(fitted.max(axis=0) - fitted.min(axis=0))
     gap = np.median(np.linalg.norm(by_umap - by_neighbours, axis=1)) / extent
-    print(f"{held.sum()} held-out embeddings: nearest own class {own_class_rate(by_neighbours):.3f} (neighbour mean) "
-          f"vs {own_class_rate(by_umap):.3f} (umap.transform, {umap_ms:.1f} ms per point in a batch); "
-          f"median gap between the two {gap:.1%} of the map's extent")
+    print(
+        f"{held.sum()} held-out embeddings: nearest own class {own_class_rate(by_neighbours):.3f} (neighbour mean) "
+        f"vs {own_class_rate(by_umap):.3f} (umap.transform, {umap_ms:.1f} ms per point in a batch); "
+        f"median gap between the two {gap:.1%} of the map's extent"
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,15 @@ def main() -> None:
     embedder = Embedder.build(config, dataset.class_names)
     images = _decode_all(embedder, [r.path for r in train])
     started = time.perf_counter()
-    _fit(embedder.classifier, images.images.astype(np.float32), labels[images.indices], None, epochs=2, learning_rate=1e-3, **options)
+    _fit(
+        embedder.classifier,
+        images.images.astype(np.float32),
+        labels[images.indices],
+        None,
+        epochs=2,
+        learning_rate=1e-3,
+        **options,
+    )
     end_to_end_epoch = (time.perf_counter() - started) / 2
 
     embedder = Embedder.build(config, dataset.class_names)
@@ -55,8 +63,12 @@ def main() -> None:
     cached = encode_seconds + cached_epoch * args.epochs
     print(f"{len(train)} training images, {args.epochs} head epochs")
     print(f"end to end : {end_to_end_epoch:8.2f} s/epoch -> {end_to_end:8.1f} s")
-    print(f"cached     : {cached_epoch:8.3f} s/epoch + {encode_seconds:.1f} s encoding once (1 clean + {config.augment_views} augmented views) -> {cached:8.1f} s")
-    print(f"speed-up   : {end_to_end_epoch / cached_epoch:.0f}x per epoch, {end_to_end / cached:.1f}x for the whole run")
+    print(
+        f"cached     : {cached_epoch:8.3f} s/epoch + {encode_seconds:.1f} s encoding once (1 clean + {config.augment_views} augmented views) -> {cached:8.1f} s"
+    )
+    print(
+        f"speed-up   : {end_to_end_epoch / cached_epoch:.0f}x per epoch, {end_to_end / cached:.1f}x for the whole run"
+    )
 
 
 if __name__ == "__main__":
