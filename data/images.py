@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
         The file is missing, empty, truncated, not an image, or larger than :data:`MAX_PIXELS`.
     """
     try:
+        if os.path.getsize(path) == 0:
+            raise ImageDecodeError(path, "empty file (0 bytes)")
         with Image.open(path) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
@@ -131,6 +133,8 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
         reason = str(error) or type(error).__name__
         if isinstance(error, FileNotFoundError):
             reason = "file not found"
+        elif isinstance(error, UnidentifiedImageError):
+            reason = "not an image file (no image format recognised)"
         raise ImageDecodeError(path, reason) from error
 
 
