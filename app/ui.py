@@ -124,7 +124,7 @@ def _search_view(served: ServedBundle) -> None:
     with gr.Row():
         query_view = gr.Image(label="Your image", interactive=False, height=280)
         best_view = gr.Image(label="Best-matching character", interactive=False, height=280)
-    gallery = dict(columns=6, height=260, object_fit="contain")
+    gallery = dict(columns=6, height=260, object_fit="contain", format="jpeg")  # jpeg encodes 3x faster than webp
     characters = gr.Gallery(label="Look-alike characters (each by its best-matching image)", **gallery)
     centroid_characters = gr.Gallery(label="Nearest class centroids (each by its most typical image)", **gallery)
     neighbors = gr.Gallery(label="Nearest images", **gallery)

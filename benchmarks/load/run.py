@@ -61,15 +61,15 @@ def main() -> None:
         share = np.full(args.clients, args.requests // args.clients)
         share[: args.requests % args.clients] += 1
 
-        def client_run(n: int) -> tuple[list[float], int]:
-            client, latencies, errors = Client(url, verbose=False), [], 0
+        def client_run(n: int) -> tuple[list[float], list[str]]:
+            client, latencies, errors = Client(url, verbose=False), [], []
             for path in rng.choice(images, size=n):
                 started = time.perf_counter()
                 try:
                     client.predict(handle_file(path), 5, api_name="/search")
                     latencies.append(time.perf_counter() - started)
-                except Exception:  # noqa: BLE001 - counted, the run goes on
-                    errors += 1
+                except Exception as error:  # noqa: BLE001 - counted and shown, the run goes on
+                    errors.append(f"{type(error).__name__}: {error}"[:200])
             return latencies, errors
 
         started = time.perf_counter()
@@ -80,8 +80,10 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     latencies = np.array([t for lat, _ in results for t in lat]) * 1000
-    errors = sum(e for _, e in results)
-    print(f"{args.clients} clients, {len(latencies) + errors} searches, {errors} errors, {wall:.1f} s")
+    errors = [e for _, errs in results for e in errs]
+    print(f"{args.clients} clients, {len(latencies) + len(errors)} searches, {len(errors)} errors, {wall:.1f} s")
+    for message in sorted(set(errors))[:5]:
+        print(f"  error: {message}")
     print(
         f"latency ms: p50 {np.percentile(latencies, 50):.0f}, p90 {np.percentile(latencies, 90):.0f}, "
         f"p99 {np.percentile(latencies, 99):.0f}, max {latencies.max():.0f}; throughput {len(latencies) / wall:.1f} searches/s"
