@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -12,12 +15,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from lookalike.app.maps import PlacedQuery, map_figure  # noqa: E402
 from lookalike.app.report import CLASSIFIER_TITLES, confusion_figure, curves_figure  # noqa: E402
 from lookalike.data import DEFAULT_DATASET, ImageDecodeError, load_folder, load_image  # noqa: E402
 from lookalike.embedder.config import EmbedderConfig  # noqa: E402
 from lookalike.index import Bundle, MapConfig, QueryResult, audit, imagenet_features  # noqa: E402
+from lookalike.index.files import write_atomic  # noqa: E402
 from lookalike.index.evaluation import CLASSIFIERS, evaluate  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -68,21 +73,42 @@ def summary(bundle: Bundle) -> str:
     )
 
 
-def _thumbnail(path: Path):
-    """The image at ``path`` as a THUMBNAIL-pixel square array, or None if it cannot be read any more."""
-    try:
-        return load_image(path, THUMBNAIL)
-    except ImageDecodeError as error:
-        logger.warning("cannot show %s: %s", error.path, error.reason)
-        return None
+class Thumbnails:
+    """Small JPEG copies of indexed images, written once per image id into a folder Gradio serves directly.
+
+    Gradio would otherwise encode every result image into its cache on every request, and two requests
+    writing the same cache file at once can truncate it while it is being sent. Thumbnails are written
+    atomically (a reader never sees a partial file), and only this folder is registered as static: no dataset
+    folder is exposed.
+    """
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="lookalike-thumbnails-"))
+        gr.set_static_paths([self.root])
+
+    def path(self, bundle: Bundle, image_id: int) -> str | None:
+        """Thumbnail file of image ``image_id`` of ``bundle``; None if the image cannot be read any more."""
+        key = hashlib.sha1(str(bundle.path or id(bundle)).encode()).hexdigest()[:16]
+        target = self.root / key / f"{image_id}.jpg"
+        if not target.is_file():
+            try:
+                pixels = load_image(bundle.index.records[image_id].path, THUMBNAIL)
+            except ImageDecodeError as error:
+                logger.warning("cannot show %s: %s", error.path, error.reason)
+                return None
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+            target.parent.mkdir(exist_ok=True)
+            write_atomic(target, buffer.getvalue())
+        return str(target)
+
+    def gallery(self, bundle: Bundle, hits) -> list[tuple[str, str]]:
+        """(thumbnail, "label score") for each hit that can still be shown."""
+        items = [(self.path(bundle, hit.id), f"{hit.label}  {hit.score:.3f}") for hit in hits]
+        return [(path, caption) for path, caption in items if path is not None]
 
 
-def _gallery(hits) -> list[tuple]:
-    items = [(_thumbnail(hit.path), f"{hit.label}  {hit.score:.3f}") for hit in hits]
-    return [(image, caption) for image, caption in items if image is not None]
-
-
-def _search_outputs(query_path: str, result: QueryResult) -> tuple:
+def _search_outputs(query_path: str, result: QueryResult, bundle: Bundle, thumbnails: Thumbnails) -> tuple:
     best = result.characters[0] if result.characters else None
     best_caption = f"### Best match: **{best.label}** (cosine similarity {best.score:.3f})" if best else ""
     return (
@@ -90,23 +116,24 @@ def _search_outputs(query_path: str, result: QueryResult) -> tuple:
         result.knn_probabilities,
         f"Nearest centroid: **{result.centroid_predicted}** (cosine {result.centroid_characters[0].score:.3f})",
         query_path,
-        _thumbnail(best.path) if best else None,
+        thumbnails.path(bundle, best.id) if best else None,
         best_caption,
-        _gallery(result.characters),
-        _gallery(result.centroid_characters),
-        _gallery(result.neighbors),
+        thumbnails.gallery(bundle, result.characters),
+        thumbnails.gallery(bundle, result.centroid_characters),
+        thumbnails.gallery(bundle, result.neighbors),
     )
 
 
-def _search_view(served: ServedBundle) -> None:
+def _search_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
     def answer(image_path: str | None, k: int):
         if not image_path:
             return None, None, "", None, None, "", [], [], []
+        bundle = served.bundle
         try:
-            result = served.bundle.query_files([image_path], k=int(k), n_characters=int(k))[0]
+            result = bundle.query_files([image_path], k=int(k), n_characters=int(k))[0]
         except ImageDecodeError as error:
             raise gr.Error(f"Could not read that image: {error.reason}") from error
-        return _search_outputs(image_path, result)
+        return _search_outputs(image_path, result, bundle, thumbnails)
 
     with gr.Row():
         with gr.Column(scale=1):
@@ -124,7 +151,7 @@ def _search_view(served: ServedBundle) -> None:
     with gr.Row():
         query_view = gr.Image(label="Your image", interactive=False, height=280)
         best_view = gr.Image(label="Best-matching character", interactive=False, height=280)
-    gallery = dict(columns=6, height=260, object_fit="contain", format="jpeg")  # jpeg encodes 3x faster than webp
+    gallery = dict(columns=6, height=260, object_fit="contain", fit_columns=False)
     characters = gr.Gallery(label="Look-alike characters (each by its best-matching image)", **gallery)
     centroid_characters = gr.Gallery(label="Nearest class centroids (each by its most typical image)", **gallery)
     neighbors = gr.Gallery(label="Nearest images", **gallery)
@@ -276,11 +303,11 @@ def _map_view(served: ServedBundle) -> None:
     button.click(draw, inputs=[method, dims, classes, query], outputs=plot, api_name="map")
 
 
-def _audit_view(served: ServedBundle) -> None:
+def _audit_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
     def examples(code: int, n: int = 6) -> list[tuple]:
         bundle = served.bundle
         ids = np.flatnonzero(bundle.index.labels == code)[:n]
-        return _gallery([bundle.index.hit(int(i), 1.0) for i in ids])
+        return thumbnails.gallery(bundle, [bundle.index.hit(int(i), 1.0) for i in ids])
 
     def run(top: float):
         bundle = served.bundle
@@ -321,7 +348,7 @@ def _audit_view(served: ServedBundle) -> None:
         record, names = bundle.index.records[image_id], bundle.class_names
         predicted = state["knn"][image_id]
         caption = f"**{record.path.name}**, labelled **{record.label}**; its neighbours say **{names[predicted]}**"
-        return caption, _thumbnail(record.path), examples(names.index(record.label)), examples(predicted)
+        return caption, thumbnails.path(bundle, image_id), examples(names.index(record.label)), examples(predicted)
 
     def show_cell(state, event: gr.SelectData):
         row, column = event.index
@@ -334,7 +361,7 @@ def _audit_view(served: ServedBundle) -> None:
         hits = [bundle.index.hit(i, 1.0) for i in ids[:24]]
         return (
             f"{len(ids)} images labelled **{names[true]}** that the k-NN vote calls **{names[predicted]}**",
-            _gallery(hits),
+            thumbnails.gallery(bundle, hits),
         )
 
     with gr.Row():
@@ -366,15 +393,16 @@ def _audit_view(served: ServedBundle) -> None:
 def build_app(bundle: Bundle) -> gr.Blocks:
     """The lookalike web app, serving ``bundle``; launch it with :func:`serve`."""
     served = ServedBundle(bundle)
+    thumbnails = Thumbnails()
     with gr.Blocks(title="lookalike") as app:
         gr.Markdown("# lookalike: find the look-alike character")
         header = gr.Markdown(summary(bundle))
         with gr.Tab("Search"):
-            _search_view(served)
+            _search_view(served, thumbnails)
         with gr.Tab("Map"):
             _map_view(served)
         with gr.Tab("Audit"):
-            _audit_view(served)
+            _audit_view(served, thumbnails)
         with gr.Tab("Evaluate"):
             _evaluate_view(served)
         with gr.Tab("Train"):
