@@ -242,7 +242,8 @@ class Bundle:
             The backbone weights cannot be found.
         """
         records = dataset.records
-        log_dir = Path(tempfile.mkdtemp(prefix="lookalike-logs-"))
+        logs = tempfile.TemporaryDirectory(prefix="lookalike-logs-")  # removed with the bundle object
+        log_dir = Path(logs.name)
         started = time.perf_counter()
         result = train(
             records,
@@ -279,7 +280,9 @@ class Bundle:
             },
             "versions": _package_versions(),
         }
-        return cls(embedder, index, manifest, log_dir=log_dir)
+        bundle = cls(embedder, index, manifest, log_dir=log_dir)
+        bundle._log_files = logs
+        return bundle
 
     @property
     def failures(self) -> list[DecodeFailure]:
