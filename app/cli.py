@@ -291,18 +291,12 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _map(args: argparse.Namespace) -> None:
-    from lookalike.app.maps import PlacedQuery, map_figure, map_png
-    from lookalike.data import load_image
+    from lookalike.app.maps import map_figure, map_png, place_image
     from lookalike.index import Bundle, MapConfig
 
     bundle = Bundle.load(args.bundle)
     embedding_map = bundle.embedding_map(MapConfig(method=args.method, dims=args.dims))
-    query = None
-    if args.query:
-        image = load_image(args.query, bundle.embedder.config.image_size)[None]
-        embeddings, _ = bundle.embedder.embed_images(image)
-        positions, neighbor_ids = bundle.place_on_map(embeddings, embedding_map)
-        query = PlacedQuery(positions[0], neighbor_ids[0], args.query.name)
+    query = place_image(bundle, embedding_map, args.query, args.query.name) if args.query else None
     if args.out.suffix.lower() == ".png":
         map_png(bundle, embedding_map, args.out, query=query)
     else:

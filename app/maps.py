@@ -9,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
+from lookalike.data import load_image
 from lookalike.index import Bundle, EmbeddingMap
 
 #: Above this many classes the legend is hidden (colours repeat; hover names the class).
@@ -44,6 +45,19 @@ class PlacedQuery:
     position: np.ndarray
     neighbor_ids: np.ndarray
     caption: str
+
+
+def place_image(bundle: Bundle, embedding_map: EmbeddingMap, path: str | Path, caption: str) -> PlacedQuery:
+    """Embed one image file and place it on ``embedding_map`` with its 10 nearest images.
+
+    Raises
+    ------
+    ImageDecodeError
+        The file cannot be read.
+    """
+    embeddings, _ = bundle.embedder.embed_images(load_image(path, bundle.embedder.config.image_size)[None])
+    positions, neighbor_ids = bundle.place_on_map(embeddings, embedding_map)
+    return PlacedQuery(positions[0], neighbor_ids[0], caption)
 
 
 def class_markers(bundle: Bundle, embedding_map: EmbeddingMap) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lookalike.app.maps import PlacedQuery, map_figure  # noqa: E402
+from lookalike.app.maps import map_figure, place_image  # noqa: E402
 from lookalike.app.report import CLASSIFIER_TITLES, confusion_figure, curves_figure  # noqa: E402
 from lookalike.data import DEFAULT_DATASET, ImageDecodeError, load_folder, load_image  # noqa: E402
 from lookalike.embedder.config import EmbedderConfig  # noqa: E402
@@ -278,12 +278,9 @@ def _map_view(served: ServedBundle) -> None:
         query = None
         if image_path:
             try:
-                image = load_image(image_path, bundle.embedder.config.image_size)[None]
+                query = place_image(bundle, embedding_map, image_path, "query")
             except ImageDecodeError as error:
                 raise gr.Error(f"Could not read that image: {error.reason}") from error
-            embeddings, _ = bundle.embedder.embed_images(image)
-            positions, neighbor_ids = bundle.place_on_map(embeddings, embedding_map)
-            query = PlacedQuery(positions[0], neighbor_ids[0], "query")
         return map_figure(bundle, embedding_map, query=query, classes=classes or None)
 
     gr.Markdown(

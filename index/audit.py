@@ -23,7 +23,6 @@ fence (third quartile + 1.5 interquartile ranges) of that distance over the whol
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from lookalike.embedder import Embedder, EmbedderConfig
 
 from .bundle import Bundle, BundleError
 from .classifiers import softmax
-from .files import write_atomic
+from .files import write_array, write_atomic
 from .neighbors import knn_vote
 from .search import EmbeddingIndex
 
@@ -141,9 +140,7 @@ def imagenet_features(
     features = encoded.features / np.linalg.norm(encoded.features, axis=1, keepdims=True)
     if folder is not None:
         folder.mkdir(exist_ok=True)
-        buffer = io.BytesIO()
-        np.save(buffer, features.astype(np.float32), allow_pickle=False)
-        write_atomic(folder / "features.npy", buffer.getvalue())
+        write_array(folder / "features.npy", features.astype(np.float32))
         write_atomic(folder / "features.json", json.dumps({"key": key, "backbone": "MobileNetV2 ImageNet, frozen"}))
     return EmbeddingIndex.build(features, records, bundle.class_names)
 

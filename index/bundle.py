@@ -86,6 +86,15 @@ def _finish_interrupted_replace(directory: Path) -> None:
             return
 
 
+def _attach_runtime(embedder: Embedder, directory: Path) -> None:
+    """Use the bundle's LiteRT export for inference when it has one and LiteRT is installed; else Keras."""
+    if (directory / RUNTIME_FILE).is_file():
+        try:
+            embedder.runtime = LiteRTRunner(directory / RUNTIME_FILE, embedding_dim=embedder.embedding_dim)
+        except RuntimeUnavailable as error:
+            logger.info("using Keras for inference: %s", error)
+
+
 class BundleError(RuntimeError):
     """A bundle cannot be read or written; the message names the directory or file and the problem."""
 
@@ -184,6 +193,7 @@ class Bundle:
         #: The directory this bundle was loaded from or last saved to; None before that.
         self.path: Path | None = None
         self._maps: dict[MapConfig, EmbeddingMap] = {}
+        self._log_files: tempfile.TemporaryDirectory | None = None  # owns log_dir when training made it
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -204,9 +214,9 @@ class Bundle:
         classifier = NearestCentroidClassifier(classes=np.arange(len(self.class_names))).fit(embeddings, labels)
         similarity = np.einsum("nd,nd->n", embeddings, classifier.centroids_[labels])
         typical = np.full(len(self.class_names), -1, dtype=np.int64)
-        for code in np.unique(labels):
-            members = np.flatnonzero(labels == code)
-            typical[code] = members[np.argmax(similarity[members])]
+        order = np.lexsort((-similarity, labels))  # by class, most similar first
+        first = order[np.r_[True, labels[order][1:] != labels[order][:-1]]] if len(order) else order
+        typical[labels[first]] = first
         return classifier, typical
 
     @classmethod
@@ -433,8 +443,7 @@ class Bundle:
             raise
         logger.info("wrote bundle %s", target)
         self.manifest, self.path = manifest, target
-        if (target / RUNTIME_FILE).is_file():
-            self.embedder.runtime = LiteRTRunner(target / RUNTIME_FILE, embedding_dim=self.embedder.embedding_dim)
+        _attach_runtime(self.embedder, target)
         return target
 
     @classmethod
@@ -478,11 +487,7 @@ class Bundle:
             index = EmbeddingIndex.load(directory)
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise BundleError(f"cannot load bundle {directory}: {error}") from error
-        if (directory / RUNTIME_FILE).is_file():
-            try:
-                embedder.runtime = LiteRTRunner(directory / RUNTIME_FILE, embedding_dim=embedder.embedding_dim)
-            except RuntimeUnavailable as error:
-                logger.info("using Keras for inference: %s", error)
+        _attach_runtime(embedder, directory)
         bundle = cls(embedder, index, manifest, log_dir=directory / LOGS_DIR)
         bundle.path = directory.resolve()
         return bundle

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
@@ -31,3 +34,10 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
         Path(staging).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_array(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` as a ``.npy`` file (no pickled objects) with :func:`write_atomic`."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return write_atomic(path, buffer.getvalue())

@@ -11,7 +11,6 @@ t-SNE: van der Maaten and Hinton, 2008 (scikit-learn's ``TSNE``).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import write_atomic
+from .files import write_array, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +166,7 @@ def save_map(directory: str | os.PathLike, embedding_map: EmbeddingMap) -> None:
     folder = Path(directory) / MAPS_DIR
     folder.mkdir(exist_ok=True)
     stem = embedding_map.config.name
-    buffer = io.BytesIO()
-    np.save(buffer, embedding_map.coordinates, allow_pickle=False)
-    write_atomic(folder / f"{stem}.npy", buffer.getvalue())
+    write_array(folder / f"{stem}.npy", embedding_map.coordinates)
     meta = {"config": asdict(embedding_map.config), "fingerprint": embedding_map.fingerprint}
     write_atomic(folder / f"{stem}.json", json.dumps(meta))
 
