@@ -30,6 +30,10 @@ examples:
   lookalike map my.bundle --out map.html --query query.png
   lookalike audit my.bundle --top 20 --csv audit.csv
   lookalike serve my.bundle --port 7860
+  lookalike add my.bundle new_photos/             embed more images into the index, no retraining
+  lookalike remove my.bundle 17 42 old_photos/    by id or path
+  lookalike embed my.bundle big_folder/ --out vectors/ [--engine ray]
+  lookalike reindex my.bundle --index hnsw        rebuild the index as HNSW, report recall@10
 
 Exit codes: 0 done; 1 error, nothing written; 3 done, but unreadable input files were skipped
 (each is listed with its reason on stderr, and by `train` in BUNDLE/skipped.csv).
@@ -108,6 +112,60 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_index_options(parser: argparse.ArgumentParser) -> None:
+    from lookalike.index.search import EXACT_SEARCH_LIMIT, INDEX_TYPES, IndexSpec
+
+    defaults = IndexSpec()
+    group = parser.add_argument_group("index")
+    group.add_argument(
+        "--index",
+        choices=INDEX_TYPES,
+        default=defaults.type,
+        help=f"FAISS index type; auto: exact (flat) below {EXACT_SEARCH_LIMIT:,} images, else hnsw (default %(default)s)",
+    )
+    group.add_argument("--hnsw-m", type=int, default=defaults.hnsw_m, help="HNSW graph degree (default %(default)s)")
+    group.add_argument(
+        "--ef-construction", type=int, default=defaults.ef_construction, help="HNSW build effort (default %(default)s)"
+    )
+    group.add_argument(
+        "--ef-search", type=int, default=defaults.ef_search, help="HNSW search effort (default %(default)s)"
+    )
+    group.add_argument("--nlist", type=int, default=None, help="IVF cells (default: about 4 sqrt(n))")
+    group.add_argument("--nprobe", type=int, default=defaults.nprobe, help="IVF cells searched (default %(default)s)")
+
+
+def _index_spec(args: argparse.Namespace):
+    from lookalike.index import IndexSpec
+
+    return IndexSpec(
+        type=args.index,
+        hnsw_m=args.hnsw_m,
+        ef_construction=args.ef_construction,
+        ef_search=args.ef_search,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+    )
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    from lookalike.embedder.stream import CHUNK_SIZE
+
+    group = parser.add_argument_group("embedding")
+    group.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process, decoding in threads; ray: a Ray Data actor pool (pip install 'lookalike[ray]')",
+    )
+    group.add_argument(
+        "--ray-address", help="Ray cluster to join, e.g. ray://head:10001 (default $RAY_ADDRESS, else a local Ray)"
+    )
+    group.add_argument("--actors", type=int, help="Ray actors, one model each (default: the cluster's CPUs)")
+    group.add_argument(
+        "--chunk-size", type=int, default=CHUNK_SIZE, help="embeddings per part file written (default %(default)s)"
+    )
+
+
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
@@ -132,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, type=Path, metavar="BUNDLE", help="bundle directory to write (replaced atomically)"
     )
     _add_training_options(train)
+    _add_index_options(train)
 
     search = commands.add_parser("search", help="find the look-alikes of an image")
     search.add_argument("bundle", metavar="BUNDLE", type=Path)
@@ -181,6 +240,49 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--top", type=int, default=20, help="how many suspects to list (default %(default)s)")
     audit.add_argument("--csv", type=Path, metavar="FILE", help="write every image's audit numbers to this CSV file")
 
+    embed = commands.add_parser(
+        "embed", help="embed image files or folders of any size into a folder of embedding parts (resumable)"
+    )
+    embed.add_argument("bundle", metavar="BUNDLE", type=Path, help="bundle whose embedder to use")
+    embed.add_argument(
+        "paths", metavar="PATH", type=Path, nargs="+", help="image files or folders (searched recursively)"
+    )
+    embed.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output folder of part-NNNNNN.npz files; rerun to resume"
+    )
+    _add_engine_options(embed)
+
+    add = commands.add_parser("add", help="embed more images and add them to a bundle's index (no retraining)")
+    add.add_argument("bundle", metavar="BUNDLE", type=Path)
+    add.add_argument(
+        "paths", metavar="PATH", type=Path, nargs="+", help="image files or folders (searched recursively)"
+    )
+    add.add_argument(
+        "--label", help="class of every added image (default: each file's folder name); new classes are allowed"
+    )
+    _add_engine_options(add)
+
+    remove = commands.add_parser("remove", help="remove images from a bundle's index by id or by path")
+    remove.add_argument("bundle", metavar="BUNDLE", type=Path)
+    remove.add_argument(
+        "items", metavar="ID|PATH", nargs="+", help="image ids (as `search --json` shows them), files or folders"
+    )
+
+    reindex = commands.add_parser(
+        "reindex", help="rebuild a bundle's index as another type (flat, hnsw, ivf) and report its recall@10"
+    )
+    reindex.add_argument("bundle", metavar="BUNDLE", type=Path)
+    _add_index_options(reindex)
+
+    recall = commands.add_parser(
+        "recall", help="recall@k of a bundle's index against exact search, and milliseconds per query"
+    )
+    recall.add_argument("bundle", metavar="BUNDLE", type=Path)
+    recall.add_argument("-k", type=int, default=10, help="neighbours compared (default %(default)s)")
+    recall.add_argument(
+        "--queries", type=int, default=1000, help="stored embeddings used as queries (default %(default)s)"
+    )
+
     serve = commands.add_parser("serve", help="start the web app for a bundle")
     serve.add_argument("bundle", metavar="BUNDLE", type=Path)
     _add_serve_options(serve)
@@ -194,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
     _add_serve_options(demo)
     _add_training_options(demo)
+    _add_index_options(demo)
     return parser
 
 
@@ -216,7 +319,7 @@ def _train(data_dir: Path, out: Path, args: argparse.Namespace):
         patience=args.patience,
         seed=args.seed,
     )
-    bundle = Bundle.train(dataset, config=config, weights=args.weights, progress=True)
+    bundle = Bundle.train(dataset, config=config, weights=args.weights, progress=True, index_spec=_index_spec(args))
     path = bundle.save(out)
     training = bundle.manifest["training"]
     accuracy = training["val_accuracy"]
@@ -348,7 +451,7 @@ def _audit(args: argparse.Namespace) -> None:
             for i in result.ranking():
                 writer.writerow(
                     [
-                        i,
+                        int(bundle.index.ids[i]),
                         records[i].path,
                         records[i].label,
                         f"{result.suspicion[i]:.4f}",
@@ -363,6 +466,128 @@ def _audit(args: argparse.Namespace) -> None:
                     ]
                 )
         print(f"audit of {len(records)} images written to {args.csv}")
+
+
+def _files(args: argparse.Namespace):
+    """Records of the image files named by ``args.paths``, labelled by ``args.label`` or their folder name."""
+    from lookalike.data import ImageRecord, find_images
+
+    label = getattr(args, "label", None)
+    return [ImageRecord(path, label or path.parent.name, "added") for path in find_images(args.paths)]
+
+
+def _stream(bundle, records, store, args: argparse.Namespace):
+    """Embed ``records`` into ``store`` with the engine the arguments ask for; print what it did."""
+    if args.engine == "ray":
+        from lookalike.embedder.ray_engine import embed_to_store_on_ray
+
+        summary = embed_to_store_on_ray(
+            bundle.path,
+            records,
+            store,
+            address=args.ray_address,
+            actors=args.actors,
+            chunk_size=args.chunk_size,
+            progress=True,
+        )
+    else:
+        from lookalike.embedder.stream import embed_to_store
+
+        summary = embed_to_store(bundle.embedder, records, store, chunk_size=args.chunk_size, progress=True)
+    resumed = f"; {summary.resumed} were already done (resumed)" if summary.resumed else ""
+    print(f"embedded {summary.embedded} images at {summary.images_per_second:.0f} images/s{resumed}")
+    return summary
+
+
+def _embed(args: argparse.Namespace):
+    from lookalike.embedder.stream import EmbeddingStore
+    from lookalike.index import Bundle
+
+    bundle = Bundle.load(args.bundle)
+    store = EmbeddingStore(args.out)
+    summary = _stream(bundle, _files(args), store, args)
+    print(f"{len(store.part_files())} part files in {args.out}")
+    _report_skipped(summary.failures)
+    return summary.failures
+
+
+def _add(args: argparse.Namespace):
+    import shutil
+
+    import numpy as np
+
+    from lookalike.embedder.stream import EmbeddingStore
+    from lookalike.index import Bundle
+
+    bundle = Bundle.load(args.bundle)
+    indexed = {str(r.path) for r in bundle.index.records}
+    records = _files(args)
+    new = [r for r in records if str(r.path) not in indexed]
+    if len(new) < len(records):
+        print(f"{len(records) - len(new)} of {len(records)} files are already in the bundle; skipped")
+    # Embeddings wait beside the bundle until they are in it: a killed add resumes from there.
+    work = bundle.path.parent / f".{bundle.path.name}.adding"
+    store = EmbeddingStore(work)
+    summary = _stream(bundle, new, store, args)
+    embedded = store.read() if store.part_files() else None
+    if embedded is not None:
+        keep = [i for i, r in enumerate(embedded.records) if str(r.path) not in indexed]
+        classes = set(bundle.class_names)
+        ids = bundle.index.add(embedded.embeddings[np.array(keep, dtype=np.int64)], [embedded.records[i] for i in keep])
+        if len(ids):
+            bundle.save(bundle.path)
+            new_classes = [c for c in bundle.class_names if c not in classes]
+            print(
+                f"added {len(ids)} images (ids {ids[0]}-{ids[-1]}); the index holds {len(bundle.index)} images"
+                + (f"; new classes (k-NN and centroids only): {', '.join(new_classes)}" if new_classes else "")
+            )
+    shutil.rmtree(work)
+    _report_skipped(summary.failures)
+    return summary.failures
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from lookalike.index import Bundle
+
+    bundle = Bundle.load(args.bundle)
+    ids, unmatched = set(), []
+    for item in args.items:
+        if item.isdigit():
+            ids.add(int(item))
+            continue
+        path = Path(item).expanduser().resolve()
+        matched = {
+            int(i) for i, r in zip(bundle.index.ids, bundle.index.records) if r.path == path or path in r.path.parents
+        }
+        ids |= matched
+        if not matched:
+            unmatched.append(item)
+    if unmatched:
+        print(
+            f"lookalike: error: no indexed image is or is under: {', '.join(unmatched)}; nothing removed",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    try:
+        bundle.index.remove(sorted(ids))
+    except KeyError as error:
+        print(f"lookalike: error: {error.args[0]}; nothing removed", file=sys.stderr)
+        return EXIT_ERROR
+    bundle.save(bundle.path)
+    print(f"removed {len(ids)} images; the index holds {len(bundle.index)} images")
+    return 0
+
+
+def _print_recall(index, k: int, queries: int) -> None:
+    recall, index_ms, exact_ms = index.recall_at_k(k, queries=queries)
+    spec = index.spec
+    params = {"hnsw": f"M={spec.hnsw_m}, efSearch={spec.ef_search}", "ivf": f"nlist={spec.nlist}, nprobe={spec.nprobe}"}
+    print(
+        f"{spec.type} index of {len(index)} images"
+        + (f" ({params[spec.type]})" if spec.type in params else "")
+        + f": recall@{k} {recall:.3f} against exact search over {min(queries, len(index))} stored embeddings as queries; "
+        f"{index_ms:.3f} ms per query (exact: {exact_ms:.3f} ms)"
+    )
 
 
 def _format_result(result) -> str:
@@ -399,6 +624,19 @@ def run(args: argparse.Namespace) -> int:
         _map(args)
     elif args.command == "audit":
         _audit(args)
+    elif args.command == "embed":
+        return EXIT_SKIPPED if _embed(args) else 0
+    elif args.command == "add":
+        return EXIT_SKIPPED if _add(args) else 0
+    elif args.command == "remove":
+        return _remove(args)
+    elif args.command == "reindex":
+        bundle = Bundle.load(args.bundle)
+        bundle.index = bundle.index.rebuild(_index_spec(args))
+        bundle.save(bundle.path)
+        _print_recall(bundle.index, 10, 1000)
+    elif args.command == "recall":
+        _print_recall(Bundle.load(args.bundle).index, args.k, args.queries)
     elif args.command == "serve":
         from lookalike.app.ui import serve
 
@@ -431,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     from lookalike.data import DatasetError, ImageDecodeError
-    from lookalike.embedder import BackboneWeightsError, TrainingError
+    from lookalike.embedder import BackboneWeightsError, RayUnavailable, TrainingError
     from lookalike.index import BundleError
 
     try:
@@ -442,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         DatasetError,
         ImageDecodeError,
         TrainingError,
+        RayUnavailable,
         FileNotFoundError,
         FileExistsError,
     ) as error:

@@ -40,10 +40,10 @@ PALETTE = (
 
 @dataclass(frozen=True)
 class PlacedQuery:
-    """A query on the map: its position (dims,), the ids of its top-k neighbours, and a caption."""
+    """A query on the map: its position (dims,), the index rows of its top-k neighbours, and a caption."""
 
     position: np.ndarray
-    neighbor_ids: np.ndarray
+    neighbor_rows: np.ndarray
     caption: str
 
 
@@ -56,8 +56,8 @@ def place_image(bundle: Bundle, embedding_map: EmbeddingMap, path: str | Path, c
         The file cannot be read.
     """
     embeddings, _ = bundle.embedder.embed_images(load_image(path, bundle.embedder.config.image_size)[None])
-    positions, neighbor_ids = bundle.place_on_map(embeddings, embedding_map)
-    return PlacedQuery(positions[0], neighbor_ids[0], caption)
+    positions, neighbor_rows = bundle.place_on_map(embeddings, embedding_map)
+    return PlacedQuery(positions[0], neighbor_rows[0], caption)
 
 
 def class_markers(bundle: Bundle, embedding_map: EmbeddingMap) -> np.ndarray:
@@ -132,7 +132,7 @@ def map_figure(
             )
         )
     if query is not None:
-        neighbours = coordinates[query.neighbor_ids[query.neighbor_ids >= 0]]
+        neighbours = coordinates[query.neighbor_rows[query.neighbor_rows >= 0]]
         fig.add_trace(
             _scatter(
                 dims,
@@ -181,7 +181,7 @@ def map_png(bundle: Bundle, embedding_map: EmbeddingMap, path: Path, *, query: P
             ax.text(*centroids[code], names[code], fontsize=7)
     if query is not None:
         ax.scatter(
-            *coordinates[query.neighbor_ids[query.neighbor_ids >= 0]].T, s=90, facecolors="none", edgecolors="crimson"
+            *coordinates[query.neighbor_rows[query.neighbor_rows >= 0]].T, s=90, facecolors="none", edgecolors="crimson"
         )
         ax.scatter(*query.position, marker="*", s=300, c="crimson")
     ax.set_title(f"{embedding_map.config.method} map of {len(coordinates)} embeddings, {len(names)} classes")

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lookalike.index.evaluation import CLASSIFIERS, Evaluation
-from lookalike.index.files import write_atomic
+from lookalike.data.files import write_atomic
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.json"

@@ -21,8 +21,8 @@ from lookalike.app.maps import map_figure, place_image  # noqa: E402
 from lookalike.app.report import CLASSIFIER_TITLES, confusion_figure, curves_figure  # noqa: E402
 from lookalike.data import DEFAULT_DATASET, ImageDecodeError, load_folder, load_image  # noqa: E402
 from lookalike.embedder.config import EmbedderConfig  # noqa: E402
-from lookalike.index import Bundle, MapConfig, QueryResult, audit, imagenet_features  # noqa: E402
-from lookalike.index.files import write_atomic  # noqa: E402
+from lookalike.index import Bundle, Hit, MapConfig, QueryResult, audit, imagenet_features  # noqa: E402
+from lookalike.data.files import write_atomic  # noqa: E402
 from lookalike.index.evaluation import CLASSIFIERS, evaluate  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -86,13 +86,13 @@ class Thumbnails:
         self.root = Path(tempfile.mkdtemp(prefix="lookalike-thumbnails-"))
         gr.set_static_paths([self.root])
 
-    def path(self, bundle: Bundle, image_id: int) -> str | None:
-        """Thumbnail file of image ``image_id`` of ``bundle``; None if the image cannot be read any more."""
+    def path(self, bundle: Bundle, hit: Hit) -> str | None:
+        """Thumbnail file of the image of ``hit`` (by its stable id); None if the image cannot be read any more."""
         key = hashlib.sha1(str(bundle.path or id(bundle)).encode()).hexdigest()[:16]
-        target = self.root / key / f"{image_id}.jpg"
+        target = self.root / key / f"{hit.id}.jpg"
         if not target.is_file():
             try:
-                pixels = load_image(bundle.index.records[image_id].path, THUMBNAIL)
+                pixels = load_image(hit.path, THUMBNAIL)
             except ImageDecodeError as error:
                 logger.warning("cannot show %s: %s", error.path, error.reason)
                 return None
@@ -104,7 +104,7 @@ class Thumbnails:
 
     def gallery(self, bundle: Bundle, hits) -> list[tuple[str, str]]:
         """(thumbnail, "label score") for each hit that can still be shown."""
-        items = [(self.path(bundle, hit.id), f"{hit.label}  {hit.score:.3f}") for hit in hits]
+        items = [(self.path(bundle, hit), f"{hit.label}  {hit.score:.3f}") for hit in hits]
         return [(path, caption) for path, caption in items if path is not None]
 
 
@@ -116,7 +116,7 @@ def _search_outputs(query_path: str, result: QueryResult, bundle: Bundle, thumbn
         result.knn_probabilities,
         f"Nearest centroid: **{result.centroid_predicted}** (cosine {result.centroid_characters[0].score:.3f})",
         query_path,
-        thumbnails.path(bundle, best.id) if best else None,
+        thumbnails.path(bundle, best) if best else None,
         best_caption,
         thumbnails.gallery(bundle, result.characters),
         thumbnails.gallery(bundle, result.centroid_characters),
@@ -303,8 +303,8 @@ def _map_view(served: ServedBundle) -> None:
 def _audit_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
     def examples(code: int, n: int = 6) -> list[tuple]:
         bundle = served.bundle
-        ids = np.flatnonzero(bundle.index.labels == code)[:n]
-        return thumbnails.gallery(bundle, [bundle.index.hit(int(i), 1.0) for i in ids])
+        rows = np.flatnonzero(bundle.index.labels == code)[:n]
+        return thumbnails.gallery(bundle, [bundle.index.hit(int(i), 1.0) for i in rows])
 
     def run(top: float):
         bundle = served.bundle
@@ -314,7 +314,7 @@ def _audit_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
         ranked = result.ranking()[: int(top)]
         table = [
             [
-                int(i),
+                int(bundle.index.ids[i]),
                 round(float(result.suspicion[i]), 3),
                 round(float(result.margin[i]), 3),
                 records[i].label,
@@ -341,23 +341,23 @@ def _audit_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
         if not state:
             return "", None, [], []
         bundle = served.bundle
-        image_id = state["ranked"][event.index[0]]
-        record, names = bundle.index.records[image_id], bundle.class_names
-        predicted = state["knn"][image_id]
-        caption = f"**{record.path.name}**, labelled **{record.label}**; its neighbours say **{names[predicted]}**"
-        return caption, thumbnails.path(bundle, image_id), examples(names.index(record.label)), examples(predicted)
+        row = state["ranked"][event.index[0]]
+        hit, names = bundle.index.hit(row, 1.0), bundle.class_names
+        predicted = state["knn"][row]
+        caption = f"**{hit.path.name}**, labelled **{hit.label}**; its neighbours say **{names[predicted]}**"
+        return caption, thumbnails.path(bundle, hit), examples(names.index(hit.label)), examples(predicted)
 
     def show_cell(state, event: gr.SelectData):
         row, column = event.index
         if column == 0 or not state:
             return "", []
         true, predicted = row, column - 1
-        ids = [i for i, (t, p) in enumerate(zip(state["labels"], state["knn"])) if t == true and p == predicted]
+        rows = [i for i, (t, p) in enumerate(zip(state["labels"], state["knn"])) if t == true and p == predicted]
         bundle = served.bundle
         names = bundle.class_names
-        hits = [bundle.index.hit(i, 1.0) for i in ids[:24]]
+        hits = [bundle.index.hit(i, 1.0) for i in rows[:24]]
         return (
-            f"{len(ids)} images labelled **{names[true]}** that the k-NN vote calls **{names[predicted]}**",
+            f"{len(rows)} images labelled **{names[true]}** that the k-NN vote calls **{names[predicted]}**",
             thumbnails.gallery(bundle, hits),
         )
 

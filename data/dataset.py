@@ -7,6 +7,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -82,6 +83,40 @@ def _class_images(root: Path) -> dict[str, list[Path]]:
             continue
         classes[folder.name] = files
     return classes
+
+
+def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files named by ``paths``: files as given, folders searched recursively.
+
+    In folders, files with an image extension (:data:`IMAGE_EXTENSIONS`) are taken and hidden files and
+    folders skipped; files named directly are taken whatever their extension (decoding will tell).
+
+    Returns
+    -------
+    list of Path
+        Absolute paths, without duplicates, folders' files sorted.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path does not exist.
+    """
+    found: dict[Path, None] = {}
+    for path in map(lambda p: Path(p).expanduser().resolve(), paths):
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                relative = file.relative_to(path).parts
+                if (
+                    file.is_file()
+                    and file.suffix.lower() in IMAGE_EXTENSIONS
+                    and not any(p.startswith(".") for p in relative)
+                ):
+                    found[file] = None
+        elif path.is_file():
+            found[path] = None
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return list(found)
 
 
 def stratified_split(n_per_class: list[int], *, val_fraction: float, seed: int) -> list[np.ndarray]:

@@ -28,7 +28,7 @@ from lookalike.data import DecodeFailure, iter_image_batches
 
 from .backbone import build_backbone
 from .config import EmbedderConfig
-from .runtime import LiteRTRunner
+from .runtime import LiteRTRunner, RuntimeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ MODEL_FILE = "model.keras"
 #: batch 64 is 4 steps an epoch), and inference then runs on unconverged statistics.
 BN_MOMENTUM = 0.9
 CONFIG_FILE = "embedder.json"
+#: The embedder exported for the fast CPU runtime (optional: Keras is the fallback), see :mod:`.runtime`.
+RUNTIME_FILE = "inference.tflite"
 
 
 @dataclass(frozen=True)
@@ -273,22 +275,54 @@ class Embedder:
         embeddings : float32 ndarray of shape (n, d), L2-normalised
         probabilities : float32 ndarray of shape (n, n_classes)
         """
-        if self.runtime is None or len(images) == 0:
+        if self.runtime is None:
             return self.head_outputs(self.encode(images))
-        size = self.config.batch_size
-        parts = [self.runtime(images[start : start + size]) for start in range(0, len(images), size)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return self.runtime(images)
 
-    def _batches(self, paths: Sequence[str | os.PathLike], progress: bool, description: str):
-        """Decoded batches of ``paths`` (see :func:`lookalike.data.iter_image_batches`) with a progress bar."""
+    def _batches(
+        self, paths: Sequence[str | os.PathLike], progress: bool | tqdm, description: str, batch_size: int | None = None
+    ):
+        """Decoded batches of ``paths`` (see :func:`lookalike.data.iter_image_batches`) with a progress bar.
+
+        ``progress`` is a bool (show a new bar) or a tqdm bar to advance; ``batch_size`` defaults to the config's.
+        """
         failures = 0
-        with tqdm(total=len(paths), unit="img", desc=description, disable=not progress) as bar:
-            for batch in iter_image_batches(paths, size=self.config.image_size, batch_size=self.config.batch_size):
+        own_bar = not isinstance(progress, tqdm)
+        bar = tqdm(total=len(paths), unit="img", desc=description, disable=not progress) if own_bar else progress
+        try:
+            size, batch_size = self.config.image_size, batch_size or self.config.batch_size
+            for batch in iter_image_batches(paths, size=size, batch_size=batch_size):
                 yield batch
                 failures += len(batch.failures)
                 bar.update(len(batch.indices) + len(batch.failures))
+        finally:
+            if own_bar:
+                bar.close()
         if failures:
             logger.warning("%d of %d images could not be read and were skipped", failures, len(paths))
+
+    def embed_batches(
+        self, paths: Sequence[str | os.PathLike], *, progress: bool | tqdm = False, batch_size: int | None = None
+    ):
+        """Embed image files batch by batch, decoding the next batches in parallel threads meanwhile.
+
+        Parameters
+        ----------
+        paths : sequence of path-like
+        progress : bool or tqdm
+            Show a progress bar, or advance this one.
+        batch_size : int, optional
+            Images per batch (default ``config.batch_size``).
+
+        Yields
+        ------
+        batch : ImageBatch
+            The decoded batch: ``indices`` into ``paths`` and ``failures``.
+        embeddings : float32 ndarray of shape (b, d), L2-normalised
+        probabilities : float32 ndarray of shape (b, n_classes)
+        """
+        for batch in self._batches(paths, progress, "embedding", batch_size):
+            yield (batch, *self.embed_images(batch.images))
 
     def encode_files(
         self,
@@ -344,8 +378,7 @@ class Embedder:
         Embeddings
         """
         indices, embeddings, probabilities, failures = [], [], [], []
-        for batch in self._batches(paths, progress, "embedding"):
-            batch_embeddings, batch_probabilities = self.embed_images(batch.images)
+        for batch, batch_embeddings, batch_probabilities in self.embed_batches(paths, progress=progress):
             indices.append(batch.indices)
             embeddings.append(batch_embeddings)
             probabilities.append(batch_probabilities)
@@ -361,6 +394,30 @@ class Embedder:
             np.concatenate(indices), np.concatenate(embeddings), np.concatenate(probabilities), tuple(failures)
         )
 
+    def attach_runtime(self, directory: str | os.PathLike, *, threads: int | None = None) -> bool:
+        """Use ``directory/inference.tflite`` for inference when it exists and LiteRT is installed.
+
+        Parameters
+        ----------
+        directory : path-like
+            Where the embedder was saved (a bundle directory).
+        threads : int, optional
+            Interpreter threads (default: all cores).
+
+        Returns
+        -------
+        bool
+            Whether the fast runtime is used (else Keras is).
+        """
+        path = Path(directory) / RUNTIME_FILE
+        if path.is_file():
+            try:
+                self.runtime = LiteRTRunner(path, embedding_dim=self.embedding_dim, threads=threads)
+                return True
+            except RuntimeUnavailable as error:
+                logger.info("using Keras for inference: %s", error)
+        return False
+
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``model.keras`` (Keras v3 format) and ``embedder.json`` (config, class names) into ``directory``."""
         directory = Path(directory)
@@ -370,8 +427,11 @@ class Embedder:
         (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> Embedder:
+    def load(cls, directory: str | os.PathLike, *, threads: int | None = None) -> Embedder:
         """Load an embedder written by :meth:`save`, with Keras' ``safe_mode`` (no code from the file runs).
+
+        Its LiteRT export, when the directory has one, is used for inference (see :meth:`attach_runtime`,
+        which ``threads`` is passed to).
 
         Raises
         ------
@@ -384,4 +444,8 @@ class Embedder:
                 raise FileNotFoundError(f"not a saved embedder: {directory / name} is missing")
         payload = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         classifier = keras.models.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
-        return cls(classifier, config=EmbedderConfig.from_dict(payload["config"]), class_names=payload["class_names"])
+        embedder = cls(
+            classifier, config=EmbedderConfig.from_dict(payload["config"]), class_names=payload["class_names"]
+        )
+        embedder.attach_runtime(directory, threads=threads)
+        return embedder

@@ -6,7 +6,7 @@ from .classifiers import KNNClassifier, NearestCentroidClassifier, SoftmaxClassi
 from .evaluation import Evaluation, evaluate
 from .projection import EmbeddingMap, MapConfig
 from .neighbors import knn_vote, nearest_classes
-from .search import EmbeddingIndex, Hit, SearchResult
+from .search import EmbeddingIndex, Hit, IndexSpec, SearchResult
 
 __all__ = [
     "FORMAT_VERSION",
@@ -17,6 +17,7 @@ __all__ = [
     "EmbeddingMap",
     "Evaluation",
     "Hit",
+    "IndexSpec",
     "KNNClassifier",
     "MapConfig",
     "NearestCentroidClassifier",

@@ -35,7 +35,7 @@ from lookalike.embedder import Embedder, EmbedderConfig
 
 from .bundle import Bundle, BundleError
 from .classifiers import softmax
-from .files import write_array, write_atomic
+from lookalike.data.files import write_array, write_atomic
 from .neighbors import knn_vote
 from .search import EmbeddingIndex
 
@@ -166,7 +166,7 @@ def _leave_one_out_centroids(embeddings: np.ndarray, labels: np.ndarray, n_class
 def _leave_one_out_knn(index: EmbeddingIndex, embeddings: np.ndarray, k: int) -> np.ndarray:
     """k-NN vote of each image's k nearest other images."""
     found = index.search(embeddings, min(k + 1, len(index)))
-    not_self = found.ids != np.arange(len(embeddings))[:, None]
+    not_self = found.rows != np.arange(len(embeddings))[:, None]
     # Keep the first k neighbours that are not the image itself (a duplicate image may outrank it).
     order = np.argsort(~not_self, axis=1, kind="stable")[:, :k]
     labels = np.take_along_axis(np.where(not_self, found.labels, -1), order, axis=1)

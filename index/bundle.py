@@ -3,12 +3,13 @@
 Layout of a bundle directory::
 
     manifest.json    format version, backbone, sizes, class names, training summary, package versions,
-                     SHA-256 of the four files below (verified on load); written last
+                     SHA-256 of the files below (verified on load); written last
     model.keras      the classifier (Keras v3 format), loaded with safe_mode
     embedder.json    the embedder's configuration and class names
     inference.tflite the embedder exported to LiteRT, checked against Keras (absent where LiteRT is missing)
-    index.faiss      the FAISS index
-    metadata.json    path, label and split of every indexed image, by id
+    index.faiss      the FAISS index (flat, HNSW or IVF; ids are the images' stable ids)
+    vectors.npy      the embeddings, by row (float32, n x d)
+    metadata.json    id, path, label and split of every indexed image, by row; the index type and parameters
     skipped.csv      dataset files that could not be read, with the reason (only when there were any)
     logs/            per-epoch training logs: <phase>.csv and TensorBoard event files
     maps/            UMAP / t-SNE maps of the embeddings, computed on first use (derived, not copied by save)
@@ -33,7 +34,6 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -43,26 +43,26 @@ import numpy as np
 
 from lookalike.data import Dataset, DecodeFailure, load_image
 from lookalike.embedder import Embedder, EmbedderConfig, train
-from lookalike.embedder.model import CONFIG_FILE, MODEL_FILE
-from lookalike.embedder.runtime import LiteRTRunner, RuntimeUnavailable, export_litert
+from lookalike.embedder.model import CONFIG_FILE, MODEL_FILE, RUNTIME_FILE
+from lookalike.embedder.runtime import RuntimeUnavailable, export_litert
 
 from .classifiers import NearestCentroidClassifier
 from .neighbors import knn_vote, nearest_classes
-from .projection import EmbeddingMap, MapConfig, compute_map, fingerprint, load_map, place_queries, save_map
-from .files import write_atomic
-from .search import INDEX_FILE, METADATA_FILE, EmbeddingIndex, Hit
+from .projection import EmbeddingMap, MapConfig, compute_map, load_map, place_queries, save_map
+from lookalike.data.files import write_atomic
+from .search import INDEX_FILE, METADATA_FILE, VECTORS_FILE, EmbeddingIndex, Hit, IndexSpec
 
 logger = logging.getLogger(__name__)
 
 #: Version of the bundle layout written by this lookalike; bundles of a newer version are refused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 LOGS_DIR = "logs"
 SKIPPED_FILE = "skipped.csv"
-#: The embedder exported for the fast CPU runtime (optional: Keras is the fallback).
-RUNTIME_FILE = "inference.tflite"
 #: Files whose SHA-256 the manifest records and loading verifies.
-CHECKED_FILES = (MODEL_FILE, CONFIG_FILE, INDEX_FILE, METADATA_FILE)
+CHECKED_FILES = (MODEL_FILE, CONFIG_FILE, INDEX_FILE, VECTORS_FILE, METADATA_FILE)
+#: Files of the embedder, unchanged by adding or removing images (linked, not rewritten, when such a bundle is saved).
+EMBEDDER_FILES = (MODEL_FILE, CONFIG_FILE, RUNTIME_FILE)
 #: Neighbours examined to rank the nearest classes ("characters").
 CHARACTER_POOL = 1024
 _VERSIONED_PACKAGES = ("lookalike", "tensorflow", "keras", "faiss-cpu", "numpy", "pillow")
@@ -76,6 +76,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` (no copy; the old bundle's rename leaves the data in place), else copy it."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _finish_interrupted_replace(directory: Path) -> None:
     """Put back the previous bundle if a replace-in-place was killed between its two renames."""
     for retired in sorted(directory.parent.glob(f".{directory.name}.old-*/{directory.name}")):
@@ -84,15 +92,6 @@ def _finish_interrupted_replace(directory: Path) -> None:
             os.replace(retired, directory)
             shutil.rmtree(retired.parent, ignore_errors=True)
             return
-
-
-def _attach_runtime(embedder: Embedder, directory: Path) -> None:
-    """Use the bundle's LiteRT export for inference when it has one and LiteRT is installed; else Keras."""
-    if (directory / RUNTIME_FILE).is_file():
-        try:
-            embedder.runtime = LiteRTRunner(directory / RUNTIME_FILE, embedding_dim=embedder.embedding_dim)
-        except RuntimeUnavailable as error:
-            logger.info("using Keras for inference: %s", error)
 
 
 class BundleError(RuntimeError):
@@ -183,8 +182,8 @@ class Bundle:
             raise BundleError(
                 f"the embedder produces {embedder.embedding_dim}-d embeddings but the index holds {index.dim}-d vectors"
             )
-        if tuple(embedder.class_names) != tuple(index.class_names):
-            raise BundleError("the embedder and the index have different class names")
+        if tuple(index.class_names[: len(embedder.class_names)]) != tuple(embedder.class_names):
+            raise BundleError("the index's class names do not start with the embedder's classes")
         self.embedder = embedder
         self.index = index
         self.manifest = manifest
@@ -193,23 +192,30 @@ class Bundle:
         #: The directory this bundle was loaded from or last saved to; None before that.
         self.path: Path | None = None
         self._maps: dict[MapConfig, EmbeddingMap] = {}
+        self._centroids: tuple[int, tuple[NearestCentroidClassifier, np.ndarray]] | None = None
         self._log_files: tempfile.TemporaryDirectory | None = None  # owns log_dir when training made it
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return self.embedder.class_names
+        """Every class in the index: the embedder's classes, then classes added later without retraining
+        (those are answered by the k-NN vote and the centroids, not by the softmax head)."""
+        return self.index.class_names
 
-    @cached_property
+    @property
     def centroids(self) -> tuple[NearestCentroidClassifier, np.ndarray]:
-        """Nearest-centroid classifier over all indexed images, and each class's most typical image id.
+        """Nearest-centroid classifier over all indexed images, and each class's most typical image (its row).
+
+        Computed once per state of the index (recomputed after images are added or removed).
 
         Returns
         -------
         classifier : NearestCentroidClassifier
             ``classes_`` are class indices.
-        typical_ids : int64 ndarray of shape (n_classes,)
-            Id of the image most similar to its class centroid; -1 for a class with no image.
+        typical_rows : int64 ndarray of shape (n_classes,)
+            Row of the image most similar to its class centroid; -1 for a class with no image.
         """
+        if self._centroids is not None and self._centroids[0] == self.index.version:
+            return self._centroids[1]
         embeddings, labels = self.index.embeddings(), self.index.labels
         classifier = NearestCentroidClassifier(classes=np.arange(len(self.class_names))).fit(embeddings, labels)
         similarity = np.einsum("nd,nd->n", embeddings, classifier.centroids_[labels])
@@ -217,6 +223,7 @@ class Bundle:
         order = np.lexsort((-similarity, labels))  # by class, most similar first
         first = order[np.r_[True, labels[order][1:] != labels[order][:-1]]] if len(order) else order
         typical[labels[first]] = first
+        self._centroids = (self.index.version, (classifier, typical))
         return classifier, typical
 
     @classmethod
@@ -228,6 +235,7 @@ class Bundle:
         weights: str | os.PathLike | None = None,
         progress: bool = False,
         callbacks: Sequence = (),
+        index_spec: IndexSpec = IndexSpec(),
     ) -> Bundle:
         """Train an embedder on ``dataset`` and index every image of it that could be read.
 
@@ -243,6 +251,8 @@ class Bundle:
             Show progress bars.
         callbacks : sequence of keras.callbacks.Callback
             Extra callbacks for every training phase.
+        index_spec : IndexSpec
+            FAISS index type and parameters (default: exact search for small datasets).
 
         Raises
         ------
@@ -267,7 +277,7 @@ class Bundle:
         seconds = time.perf_counter() - started
         embedder = result.embedder
         indexed = [records[i] for i in result.embedded.indices]
-        index = EmbeddingIndex.build(result.embedded.embeddings, indexed, embedder.class_names)
+        index = EmbeddingIndex.build(result.embedded.embeddings, indexed, embedder.class_names, spec=index_spec)
         manifest = {
             "format_version": FORMAT_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -275,7 +285,6 @@ class Bundle:
             "image_size": embedder.config.image_size,
             "embedding_dim": embedder.embedding_dim,
             "class_names": list(embedder.class_names),
-            "index": {"type": type(index.faiss_index).__name__, "metric": "inner_product", "size": len(index)},
             "dataset": {
                 "root": str(dataset.root),
                 "images": len(indexed),
@@ -325,15 +334,16 @@ class Bundle:
         ranked = nearest_classes(found.labels, top=n_characters)
         centroid_classifier, typical = self.centroids
         centroid_similarity = centroid_classifier.similarities(embeddings)
+        trained_classes = self.embedder.class_names
         results = []
         for row, (positions, _) in enumerate(ranked):
-            characters = [self.index.hit(int(found.ids[row, p]), float(found.scores[row, p])) for p in positions]
+            characters = [self.index.hit(int(found.rows[row, p]), float(found.scores[row, p])) for p in positions]
             results.append(
                 QueryResult(
-                    predicted=self.class_names[int(np.argmax(probabilities[row]))],
-                    probabilities=_ranked(probabilities[row], self.class_names),
+                    predicted=trained_classes[int(np.argmax(probabilities[row]))],
+                    probabilities=_ranked(probabilities[row], trained_classes),
                     characters=characters,
-                    neighbors=found.hits[row][:k],
+                    neighbors=self.index.hits(found, row, k),
                     knn_predicted=self.class_names[int(np.argmax(votes[row]))],
                     knn_probabilities=_ranked(votes[row], self.class_names, drop_zero=True),
                     centroid_characters=[
@@ -351,8 +361,7 @@ class Bundle:
         Computed once, stored in the bundle directory's ``maps/`` (when the bundle has been saved or was
         loaded) and reused for as long as the indexed embeddings stay the same.
         """
-        embeddings = self.index.embeddings()
-        current = fingerprint(embeddings)
+        embeddings, current = self.index.embeddings(), self.index.fingerprint
         cached = self._maps.get(config) or (load_map(self.path, config) if self.path else None)
         if cached is None or cached.fingerprint != current:
             logger.info("computing the %s map of %d embeddings", config.name, len(embeddings))
@@ -365,7 +374,7 @@ class Bundle:
     def place_on_map(
         self, embeddings: np.ndarray, embedding_map: EmbeddingMap, *, k: int = 10
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of query embeddings on a map, and the ids of the neighbours that placed them.
+        """Positions of query embeddings on a map, and the rows of the neighbours that placed them.
 
         Parameters
         ----------
@@ -378,10 +387,11 @@ class Bundle:
         Returns
         -------
         positions : float32 ndarray of shape (n, dims)
-        neighbor_ids : int64 ndarray of shape (n, k)
+        neighbor_rows : int64 ndarray of shape (n, k)
+            Rows (positions in ``index.records``) of those neighbours.
         """
         found = self.index.search(embeddings, min(k, len(self.index)))
-        return place_queries(embedding_map.coordinates, found.ids, found.scores), found.ids
+        return place_queries(embedding_map.coordinates, found.rows, found.scores), found.rows
 
     def query_files(self, paths: Sequence[str | os.PathLike], **options) -> list[QueryResult]:
         """Answer queries given image files; ``options`` as for :meth:`query`.
@@ -414,11 +424,17 @@ class Bundle:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.writing-", dir=target.parent))
         try:
             staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
-            self.embedder.save(staging)
-            try:
-                export_litert(self.embedder, staging / RUNTIME_FILE)
-            except RuntimeUnavailable as error:
-                logger.warning("no fast inference runtime in this bundle (%s); Keras will be used", error)
+            if self.path is not None and (self.path / MODEL_FILE).is_file():
+                # The embedder is the one saved there (it never changes within a bundle): link its files.
+                for name in EMBEDDER_FILES:
+                    if (self.path / name).is_file():
+                        _link_or_copy(self.path / name, staging / name)
+            else:
+                self.embedder.save(staging)
+                try:
+                    export_litert(self.embedder, staging / RUNTIME_FILE)
+                except RuntimeUnavailable as error:
+                    logger.warning("no fast inference runtime in this bundle (%s); Keras will be used", error)
             self.index.save(staging)
             if self.log_dir is not None and self.log_dir.is_dir():
                 shutil.copytree(self.log_dir, staging / LOGS_DIR)
@@ -429,7 +445,11 @@ class Bundle:
                     writer.writerow(["path", "reason"])
                     writer.writerows([item["path"], item["reason"]] for item in skipped)
             checked = [name for name in (*CHECKED_FILES, RUNTIME_FILE) if (staging / name).is_file()]
-            manifest = self.manifest | {"files": {name: _sha256(staging / name) for name in checked}}
+            manifest = self.manifest | {
+                "index": self.index.spec.to_dict() | {"size": len(self.index), "metric": "inner_product"},
+                "class_names": list(self.class_names),
+                "files": {name: _sha256(staging / name) for name in checked},
+            }
             write_atomic(staging / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False))
             if target.exists():
                 retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
@@ -443,7 +463,7 @@ class Bundle:
             raise
         logger.info("wrote bundle %s", target)
         self.manifest, self.path = manifest, target
-        _attach_runtime(self.embedder, target)
+        self.embedder.attach_runtime(target)
         return target
 
     @classmethod
@@ -471,6 +491,11 @@ class Bundle:
                 f"bundle {directory} has format version {version}, newer than this lookalike reads "
                 f"(up to {FORMAT_VERSION}); upgrade lookalike"
             )
+        if version < FORMAT_VERSION:
+            raise BundleError(
+                f"bundle {directory} has format version {version}, from an older lookalike (this one writes "
+                f"{FORMAT_VERSION}: stable ids and stored embeddings); train it again"
+            )
         for name in sorted(set(CHECKED_FILES) | set(manifest.get("files", {}))):
             path = directory / name
             if not path.is_file():
@@ -487,7 +512,6 @@ class Bundle:
             index = EmbeddingIndex.load(directory)
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise BundleError(f"cannot load bundle {directory}: {error}") from error
-        _attach_runtime(embedder, directory)
         bundle = cls(embedder, index, manifest, log_dir=directory / LOGS_DIR)
         bundle.path = directory.resolve()
         return bundle

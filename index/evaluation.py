@@ -119,13 +119,14 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
     position = {name: i for i, name in enumerate(class_names)}
     stored = bundle.index.embeddings()
     labels = bundle.index.labels
-    is_train = np.array([r.split == "train" for r in bundle.index.records])
+    splits = np.array([r.split for r in bundle.index.records])
+    is_train, is_held_out = splits == "train", np.isin(splits, ("val", "test"))
     if not is_train.any():
         raise BundleError("the bundle has no train images to fit the k-NN and centroid classifiers on")
     failures: tuple[DecodeFailure, ...] = ()
     if dataset is None:
         source = "held-out split of the bundle"
-        queries, y_true = stored[~is_train], labels[~is_train]
+        queries, y_true = stored[is_held_out], labels[is_held_out]
     else:
         source = str(dataset.root)
         held_out = [r for r in dataset.records if r.split != "train"] or list(dataset.records)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import write_array, write_atomic
+from lookalike.data.files import write_array, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class EmbeddingMap:
     ----------
     config : MapConfig
     coordinates : float32 ndarray of shape (n, dims)
-        Row i is the position of index id i.
+        Row i is the position of the image in index row i.
     fingerprint : str
         SHA-256 of the embeddings the map was computed from; a map whose fingerprint differs from the
         current embeddings is stale and recomputed.
@@ -136,15 +136,15 @@ def compute_map(embeddings: np.ndarray, config: MapConfig = MapConfig()) -> Embe
     return EmbeddingMap(config, coordinates, fingerprint(embeddings))
 
 
-def place_queries(coordinates: np.ndarray, neighbor_ids: np.ndarray, neighbor_scores: np.ndarray) -> np.ndarray:
+def place_queries(coordinates: np.ndarray, neighbor_rows: np.ndarray, neighbor_scores: np.ndarray) -> np.ndarray:
     """Place queries on a map: the similarity-weighted mean of their neighbours' positions.
 
     Parameters
     ----------
     coordinates : float32 ndarray of shape (n, dims)
         The map.
-    neighbor_ids : int64 ndarray of shape (n_queries, k)
-        Ids of each query's nearest indexed images, -1 for none (ignored).
+    neighbor_rows : int64 ndarray of shape (n_queries, k)
+        Rows (positions in the map) of each query's nearest indexed images, -1 for none (ignored).
     neighbor_scores : float32 ndarray of shape (n_queries, k)
         Their cosine similarities; weights are ``max(score, 0)``, equal weights when all are 0.
 
@@ -152,12 +152,12 @@ def place_queries(coordinates: np.ndarray, neighbor_ids: np.ndarray, neighbor_sc
     -------
     float32 ndarray of shape (n_queries, dims)
     """
-    valid = neighbor_ids >= 0
+    valid = neighbor_rows >= 0
     weights = np.where(valid, np.maximum(neighbor_scores, 0.0), 0.0)
     empty = weights.sum(axis=1) == 0
     weights[empty] = valid[empty]
     weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
-    positions = coordinates[np.maximum(neighbor_ids, 0)]
+    positions = coordinates[np.maximum(neighbor_rows, 0)]
     return np.einsum("qk,qkd->qd", weights, positions).astype(np.float32)
 
 

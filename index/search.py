@@ -1,11 +1,26 @@
-"""A FAISS inner-product index over L2-normalised embeddings, whose ids map to image records."""
+"""A FAISS inner-product index over L2-normalised embeddings, with stable ids mapping to image records.
+
+Three index types (FAISS names in brackets):
+
+- ``flat``: exact search (``IDMap2,Flat``), the default for small indexes;
+- ``hnsw``: a graph of nearest neighbours (``IDMap2,HNSW32,Flat``; Malkov & Yashunin, "Efficient and
+  robust approximate nearest neighbor search using Hierarchical Navigable Small World graphs", 2016);
+- ``ivf``: an inverted file over k-means cells (``IVF<nlist>,Flat``; Jegou et al., "Product quantization
+  for nearest neighbor search", 2011, section 4).
+
+The embeddings themselves are kept beside the FAISS index (``vectors.npy``), so maps, the audit and the
+evaluation read exact vectors whatever the index type, and an index can be rebuilt as another type.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -14,10 +29,17 @@ import numpy as np
 
 from lookalike.data import ImageRecord
 
+from lookalike.data.files import write_array
+from .projection import fingerprint
+
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
+VECTORS_FILE = "vectors.npy"
 METADATA_FILE = "metadata.json"
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
+#: ``auto`` chooses exact search below this many vectors and HNSW from it on (see benchmarks/speed).
+EXACT_SEARCH_LIMIT = 200_000
 
 
 @dataclass(frozen=True)
@@ -27,7 +49,9 @@ class Hit:
     Attributes
     ----------
     id : int
-        Id of the image in the index.
+        Stable id of the image in the index (never reused after a removal).
+    row : int
+        Its current position in ``EmbeddingIndex.records`` and ``EmbeddingIndex.embeddings()``.
     label : str
         Its class.
     path : Path
@@ -39,6 +63,7 @@ class Hit:
     """
 
     id: int
+    row: int
     label: str
     path: Path
     split: str
@@ -50,6 +75,82 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class IndexSpec:
+    """Which FAISS index to build, with its parameters; stored in the bundle's metadata and manifest.
+
+    Attributes
+    ----------
+    type : str
+        ``"flat"`` (exact), ``"hnsw"``, ``"ivf"``, or ``"auto"``: flat below :data:`EXACT_SEARCH_LIMIT`
+        vectors, else HNSW (resolved when the index is built).
+    hnsw_m : int
+        HNSW: neighbours per node (graph degree).
+    ef_construction : int
+        HNSW: candidate list size while building.
+    ef_search : int
+        HNSW: candidate list size while searching (raised to k when k is larger).
+    nlist : int, optional
+        IVF: number of k-means cells; default about 4 sqrt(n), at least 39 training vectors per cell.
+    nprobe : int
+        IVF: cells visited per query.
+    """
+
+    type: str = "auto"
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 96
+    nlist: int | None = None
+    nprobe: int = 32
+
+    def __post_init__(self):
+        if self.type not in INDEX_TYPES:
+            raise ValueError(f"unknown index type {self.type!r}; choose one of {', '.join(INDEX_TYPES)}")
+
+    def resolve(self, n: int) -> IndexSpec:
+        """The concrete spec for an index of ``n`` vectors: ``auto`` and ``nlist`` decided."""
+        spec = self
+        if spec.type == "auto":
+            spec = replace(spec, type="flat" if n < EXACT_SEARCH_LIMIT else "hnsw")
+        if spec.type == "ivf" and spec.nlist is None:
+            spec = replace(spec, nlist=max(1, min(round(4 * math.sqrt(n)), n // 39)))
+        return spec
+
+    def factory_string(self) -> str:
+        """The FAISS ``index_factory`` description of a resolved spec, e.g. ``IDMap2,HNSW32,Flat``."""
+        return {"flat": "IDMap2,Flat", "hnsw": f"IDMap2,HNSW{self.hnsw_m},Flat", "ivf": f"IVF{self.nlist},Flat"}[
+            self.type
+        ]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> IndexSpec:
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+def _new_faiss_index(spec: IndexSpec, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
+    index = faiss.index_factory(vectors.shape[1], spec.factory_string(), faiss.METRIC_INNER_PRODUCT)
+    if spec.type == "hnsw":
+        faiss.downcast_index(index.index).hnsw.efConstruction = spec.ef_construction
+    if spec.type == "ivf":
+        if len(vectors) < spec.nlist:
+            raise ValueError(f"an IVF index with {spec.nlist} cells needs at least {spec.nlist} vectors to train on")
+        index.train(vectors)
+    _set_search_parameters(index, spec)
+    if len(vectors):
+        index.add_with_ids(vectors, ids)
+    return index
+
+
+def _set_search_parameters(index: faiss.Index, spec: IndexSpec) -> None:
+    if spec.type == "hnsw":
+        faiss.downcast_index(index.index).hnsw.efSearch = spec.ef_search
+    elif spec.type == "ivf":
+        index.nprobe = spec.nprobe
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """The k nearest indexed images of each query, best first (FAISS's search contract).
 
@@ -58,51 +159,95 @@ class SearchResult:
     scores : float32 ndarray of shape (n_queries, k)
         Inner products (cosine similarities for L2-normalised embeddings), descending along each row.
     ids : int64 ndarray of shape (n_queries, k)
-        Ids of the matched images; -1 where the index holds fewer than k images.
+        Stable ids of the matched images; -1 where fewer than k images were found.
+    rows : int64 ndarray of shape (n_queries, k)
+        Their positions in ``EmbeddingIndex.records`` and ``embeddings()``; -1 where ``ids`` is -1.
     labels : int64 ndarray of shape (n_queries, k)
         Class index of each matched image (position in ``class_names``); -1 where ``ids`` is -1.
-    hits : list of list of Hit
-        The same results as records, one list per query, without the -1 padding.
     """
 
     scores: np.ndarray
     ids: np.ndarray
+    rows: np.ndarray
     labels: np.ndarray
-    hits: list[list[Hit]]
 
 
 class EmbeddingIndex:
-    """Exact cosine-similarity search (``faiss.IndexFlatIP``) over embeddings with per-image metadata.
+    """Cosine-similarity search over L2-normalised embeddings, with per-image metadata and stable ids.
 
-    Ids are positions in ``records``: image ``i`` of :meth:`build` has id ``i``.
+    Every image has a row (its position in ``records`` and ``embeddings()``, which shifts when earlier
+    images are removed) and an id (given when it is added, ascending with the rows, never reused).
+    FAISS holds the ids.
 
     Parameters
     ----------
-    index : faiss.Index
-        Inner-product index holding ``len(records)`` vectors with ids ``0 .. len(records) - 1``.
-    records : sequence of ImageRecord
-        Metadata of each id.
+    faiss_index : faiss.Index
+        Inner-product index holding ``vectors`` under ``ids``.
+    vectors : float32 ndarray of shape (n, d), L2-normalised
+        The embeddings, by row.
+    ids : int64 ndarray of shape (n,)
+        Strictly ascending ids, by row.
+    records : sequence of ImageRecord, length n
     class_names : sequence of str
         Every label of ``records`` must be one of them.
+    spec : IndexSpec
+        The resolved spec ``faiss_index`` was built with.
+    next_id : int
+        Id the next added image gets; greater than every id ever given.
+
+    Raises
+    ------
+    ValueError
+        The parts disagree in length, ids are not ascending, or a label is not a class name.
     """
 
-    def __init__(self, index: faiss.Index, records: Sequence[ImageRecord], class_names: Sequence[str]):
-        if index.ntotal != len(records):
-            raise ValueError(f"the index holds {index.ntotal} vectors but {len(records)} records were given")
-        self.faiss_index = index
+    def __init__(
+        self,
+        faiss_index: faiss.Index,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        records: Sequence[ImageRecord],
+        class_names: Sequence[str],
+        *,
+        spec: IndexSpec,
+        next_id: int,
+    ):
+        if not faiss_index.ntotal == len(vectors) == len(ids) == len(records):
+            raise ValueError(
+                f"the index holds {faiss_index.ntotal} vectors, {len(vectors)} embeddings, {len(ids)} ids "
+                f"and {len(records)} records; they must agree"
+            )
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) and (np.any(np.diff(ids) <= 0) or ids[0] < 0 or ids[-1] >= next_id):
+            raise ValueError("index ids must be ascending, unique, non-negative and below next_id")
+        self.faiss_index = faiss_index
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.ids = ids
         self.records = list(records)
         self.class_names = tuple(class_names)
+        self.spec = spec
+        self.next_id = int(next_id)
+        self.labels = self._codes(self.records)
+        #: Incremented by every :meth:`add` and :meth:`remove`, for caches of derived values.
+        self.version = 0
+
+    def _codes(self, records: Sequence[ImageRecord]) -> np.ndarray:
         position = {name: i for i, name in enumerate(self.class_names)}
-        unknown = sorted({r.label for r in self.records} - set(position))
+        unknown = sorted({r.label for r in records} - set(position))
         if unknown:
             raise ValueError(f"records have labels that are not class names: {', '.join(unknown)}")
-        self.labels = np.array([position[r.label] for r in self.records], dtype=np.int64)
+        return np.array([position[r.label] for r in records], dtype=np.int64)
 
     @classmethod
     def build(
-        cls, embeddings: np.ndarray, records: Sequence[ImageRecord], class_names: Sequence[str]
+        cls,
+        embeddings: np.ndarray,
+        records: Sequence[ImageRecord],
+        class_names: Sequence[str],
+        *,
+        spec: IndexSpec = IndexSpec(),
     ) -> EmbeddingIndex:
-        """Index ``embeddings`` exactly.
+        """Index ``embeddings`` with ids ``0 .. n - 1``.
 
         Parameters
         ----------
@@ -110,18 +255,32 @@ class EmbeddingIndex:
             Row i is the embedding of ``records[i]``.
         records : sequence of ImageRecord, length n
         class_names : sequence of str
+        spec : IndexSpec
+            Index type and parameters (``auto``: exact below :data:`EXACT_SEARCH_LIMIT` vectors).
 
         Raises
         ------
         ValueError
-            ``embeddings`` is not 2-D or its row count differs from ``len(records)``.
+            ``embeddings`` is not 2-D, its row count differs from ``len(records)``, or an IVF index has
+            fewer vectors than cells.
         """
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) != len(records):
             raise ValueError(f"expected embeddings of shape ({len(records)}, d); got {embeddings.shape}")
-        index = faiss.IndexFlatIP(embeddings.shape[1])
-        index.add(embeddings)
-        return cls(index, records, class_names)
+        spec = spec.resolve(len(embeddings))
+        ids = np.arange(len(embeddings), dtype=np.int64)
+        started = time.perf_counter()
+        index = _new_faiss_index(spec, embeddings, ids)
+        logger.info("built a %s index of %d vectors in %.1f s", spec.type, len(ids), time.perf_counter() - started)
+        return cls(index, embeddings, ids, records, class_names, spec=spec, next_id=len(ids))
+
+    def rebuild(self, spec: IndexSpec) -> EmbeddingIndex:
+        """The same images, ids and metadata in a new FAISS index of type ``spec``."""
+        spec = spec.resolve(len(self))
+        index = _new_faiss_index(spec, self.vectors, self.ids)
+        return EmbeddingIndex(
+            index, self.vectors, self.ids, self.records, self.class_names, spec=spec, next_id=self.next_id
+        )
 
     @property
     def dim(self) -> int:
@@ -129,11 +288,31 @@ class EmbeddingIndex:
         return self.faiss_index.d
 
     def embeddings(self) -> np.ndarray:
-        """All stored embeddings, by id: float32 ndarray of shape (len(self), d)."""
-        return self.faiss_index.reconstruct_n(0, len(self))
+        """All stored embeddings, by row: float32 ndarray of shape (len(self), d), L2-normalised."""
+        return self.vectors
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of the stored embeddings (see :func:`lookalike.index.projection.fingerprint`); kept until they change."""
+        return fingerprint(self.vectors)
 
     def __len__(self) -> int:
-        return self.faiss_index.ntotal
+        return len(self.ids)
+
+    def rows_of(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows of the images with these ids: int64 ndarray of the same shape.
+
+        Raises
+        ------
+        KeyError
+            An id is not in the index (the message lists them).
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
+        missing = ids[(self.ids[rows] != ids) if len(self.ids) else np.ones(ids.shape, bool)]
+        if len(missing):
+            raise KeyError(f"no image with id {', '.join(map(str, missing[:10].tolist()))} in the index")
+        return rows
 
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
         """The ``k`` most similar indexed images of each query.
@@ -155,25 +334,121 @@ class EmbeddingIndex:
         if k < 1:
             raise ValueError(f"k must be at least 1; got {k}")
         scores, ids = self.faiss_index.search(queries, k)
-        labels = np.where(ids >= 0, self.labels[np.maximum(ids, 0)], -1) if len(self) else np.full_like(ids, -1)
-        hits = [
-            [self.hit(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0]
-            for row_scores, row_ids in zip(scores, ids)
-        ]
-        return SearchResult(scores=scores, ids=ids, labels=labels, hits=hits)
+        found = ids >= 0
+        rows = np.full_like(ids, -1)
+        if found.any():
+            rows[found] = self.rows_of(ids[found])
+        labels = np.where(found, self.labels[np.maximum(rows, 0)] if len(self) else -1, -1)
+        return SearchResult(scores=scores, ids=ids, rows=rows, labels=labels)
 
-    def hit(self, id: int, score: float) -> Hit:
-        """The :class:`Hit` for image ``id`` at similarity ``score``."""
-        record = self.records[id]
-        return Hit(id=id, label=record.label, path=record.path, split=record.split, score=score)
+    def hit(self, row: int, score: float) -> Hit:
+        """The :class:`Hit` for the image at ``row``, at similarity ``score``."""
+        record = self.records[row]
+        return Hit(
+            id=int(self.ids[row]), row=int(row), label=record.label, path=record.path, split=record.split, score=score
+        )
+
+    def hits(self, result: SearchResult, query: int = 0, k: int | None = None) -> list[Hit]:
+        """The first ``k`` (default: all) results of query number ``query`` as :class:`Hit` records."""
+        rows, scores = result.rows[query, :k], result.scores[query, :k]
+        return [self.hit(int(r), float(s)) for r, s in zip(rows, scores) if r >= 0]
+
+    def add(self, embeddings: np.ndarray, records: Sequence[ImageRecord]) -> np.ndarray:
+        """Append images; labels that are not yet class names become new classes (appended to ``class_names``).
+
+        Parameters
+        ----------
+        embeddings : float32 ndarray of shape (m, d), L2-normalised
+        records : sequence of ImageRecord, length m
+
+        Returns
+        -------
+        int64 ndarray of shape (m,)
+            The new images' ids.
+        """
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32).reshape(len(records), self.dim)
+        new_classes = sorted({r.label for r in records} - set(self.class_names))
+        self.class_names += tuple(new_classes)
+        ids = np.arange(self.next_id, self.next_id + len(records), dtype=np.int64)
+        self.faiss_index.add_with_ids(embeddings, ids)
+        self.vectors = np.concatenate([self.vectors, embeddings])
+        self.ids = np.concatenate([self.ids, ids])
+        self.records += list(records)
+        self.labels = np.concatenate([self.labels, self._codes(records)])
+        self.next_id += len(records)
+        self.version += 1
+        self.__dict__.pop("fingerprint", None)
+        return ids
+
+    def remove(self, ids: Sequence[int] | np.ndarray) -> None:
+        """Remove the images with these ids (their ids are never given again).
+
+        Raises
+        ------
+        KeyError
+            An id is not in the index; nothing is removed then.
+        """
+        rows = self.rows_of(np.unique(np.asarray(ids, dtype=np.int64)))
+        keep = np.ones(len(self), dtype=bool)
+        keep[rows] = False
+        if self.spec.type == "hnsw":  # FAISS cannot delete from an HNSW graph: build it again
+            self.faiss_index = _new_faiss_index(self.spec, self.vectors[keep], self.ids[keep])
+        else:
+            self.faiss_index.remove_ids(faiss.IDSelectorArray(self.ids[rows]))
+        self.vectors, self.ids, self.labels = self.vectors[keep], self.ids[keep], self.labels[keep]
+        self.records = [r for r, kept in zip(self.records, keep) if kept]
+        self.version += 1
+        self.__dict__.pop("fingerprint", None)
+
+    def recall_at_k(self, k: int = 10, *, queries: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+        """Recall@k of this index against exact search, with stored embeddings as queries.
+
+        Recall@k is the share of each query's exact k nearest ids that the index also returns in its top k
+        (the "k-recall@k" of the ANN benchmarks), averaged over the queries.
+
+        Parameters
+        ----------
+        k : int
+        queries : int
+            Number of stored embeddings drawn (without replacement, seeded) as queries.
+        seed : int
+
+        Returns
+        -------
+        recall : float
+            In [0, 1]; 1.0 for an exact index, up to ties.
+        index_ms, exact_ms : float
+            Milliseconds per query, one query at a time, for this index and for exact search.
+        """
+        n = min(queries, len(self))
+        sample = self.vectors[np.random.default_rng(seed).choice(len(self), n, replace=False)]
+        exact = faiss.IndexFlatIP(self.dim)
+        exact.add(self.vectors)
+        timings, results = [], []
+        for index in (self.faiss_index, exact):
+            started = time.perf_counter()
+            results.append(np.concatenate([index.search(q[None], k)[1] for q in sample]))
+            timings.append(1000 * (time.perf_counter() - started) / max(n, 1))
+        found, truth = results[0], self.ids[results[1]]
+        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]) if n else 1.0
+        return float(recall), timings[0], timings[1]
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write ``index.faiss`` and ``metadata.json`` (one entry per id) into ``directory``."""
+        """Write ``index.faiss``, ``vectors.npy`` and ``metadata.json`` into ``directory``."""
         directory = Path(directory)
         faiss.write_index(self.faiss_index, str(directory / INDEX_FILE))
-        items = [{"id": i, "path": str(r.path), "label": r.label, "split": r.split} for i, r in enumerate(self.records)]
-        payload = {"class_names": list(self.class_names), "items": items}
-        (directory / METADATA_FILE).write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+        write_array(directory / VECTORS_FILE, self.vectors)
+        items = [
+            {"id": int(i), "path": str(r.path), "label": r.label, "split": r.split}
+            for i, r in zip(self.ids, self.records)
+        ]
+        payload = {
+            "class_names": list(self.class_names),
+            "next_id": self.next_id,
+            "index": self.spec.to_dict(),
+            "items": items,
+        }
+        (directory / METADATA_FILE).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> EmbeddingIndex:
@@ -184,24 +459,30 @@ class EmbeddingIndex:
         FileNotFoundError
             A file is missing.
         ValueError
-            A file is damaged (the message names it), or the index and metadata disagree.
+            A file is damaged (the message names it), or the files disagree.
         """
         directory = Path(directory)
-        index_path, metadata_path = directory / INDEX_FILE, directory / METADATA_FILE
-        for path in (index_path, metadata_path):
+        paths = [directory / name for name in (INDEX_FILE, VECTORS_FILE, METADATA_FILE)]
+        for path in paths:
             if not path.is_file():
                 raise FileNotFoundError(f"index file missing: {path}")
+        index_path, vectors_path, metadata_path = paths
         try:
             index = faiss.read_index(str(index_path))
         except RuntimeError as error:
             raise ValueError(f"cannot read FAISS index {index_path}: {error}") from error
         try:
+            vectors = np.load(vectors_path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"cannot read embeddings {vectors_path}: {error}") from error
+        try:
             payload = json.loads(metadata_path.read_text(encoding="utf-8"))
-            items = sorted(payload["items"], key=lambda item: item["id"])
+            items = payload["items"]
             records = [ImageRecord(Path(item["path"]), item["label"], item["split"]) for item in items]
-            class_names = payload["class_names"]
+            ids = np.array([item["id"] for item in items], dtype=np.int64)
+            spec = IndexSpec.from_dict(payload["index"])
+            class_names, next_id = payload["class_names"], payload["next_id"]
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"cannot read index metadata {metadata_path}: {error!r}") from error
-        if [item["id"] for item in items] != list(range(len(items))):
-            raise ValueError(f"index metadata {metadata_path} does not hold ids 0 .. {len(items) - 1}")
-        return cls(index, records, class_names)
+        _set_search_parameters(index, spec)
+        return cls(index, vectors, ids, records, class_names, spec=spec, next_id=next_id)

@@ -42,16 +42,17 @@ def test_search_equals_numpy_brute_force(indexed):
 def test_ids_map_to_metadata(indexed):
     embeddings, records, index = indexed
     result = index.search(embeddings[[7, 42]], 3)
-    for row, query_id in enumerate([7, 42]):
-        first = result.hits[row][0]
-        assert first.id == query_id and first.score == pytest.approx(1.0, abs=1e-5)
-        for hit in result.hits[row]:
+    for query, query_id in enumerate([7, 42]):
+        hits = index.hits(result, query)
+        assert hits[0].id == query_id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        for hit in hits:
             assert (hit.path, hit.label, hit.split) == (
-                records[hit.id].path,
-                records[hit.id].label,
-                records[hit.id].split,
+                records[hit.row].path,
+                records[hit.row].label,
+                records[hit.row].split,
             )
-        assert result.labels[row].tolist() == [CLASSES.index(h.label) for h in result.hits[row]]
+        assert result.labels[query].tolist() == [CLASSES.index(h.label) for h in hits]
+    assert len(index.hits(result, 1, k=2)) == 2
 
 
 def test_more_neighbours_than_images_pads_with_minus_one():
@@ -60,7 +61,8 @@ def test_more_neighbours_than_images_pads_with_minus_one():
     index = EmbeddingIndex.build(_normalised(rng, 3, 8), records, CLASSES)
     result = index.search(_normalised(rng, 1, 8), 5)
     assert result.ids[0, 3:].tolist() == [-1, -1] and result.labels[0, 3:].tolist() == [-1, -1]
-    assert len(result.hits[0]) == 3
+    assert result.rows[0, 3:].tolist() == [-1, -1]
+    assert len(index.hits(result)) == 3
 
 
 def test_save_load_round_trip(indexed, tmp_path):
@@ -71,6 +73,7 @@ def test_save_load_round_trip(indexed, tmp_path):
     assert loaded.records == records and loaded.class_names == CLASSES
     before, after = index.search(queries, 7), loaded.search(queries, 7)
     assert np.array_equal(before.ids, after.ids) and np.array_equal(before.scores, after.scores)
+    np.testing.assert_array_equal(loaded.embeddings(), index.embeddings())
 
 
 def test_truncated_index_file_error_names_the_file(indexed, tmp_path):

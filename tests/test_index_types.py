@@ -1,0 +1,94 @@
+"""Index types (flat, HNSW, IVF) and updates: stable ids across adds and removes, recall@10 against exact search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.data import ImageRecord
+from lookalike.index import EmbeddingIndex, IndexSpec
+from lookalike.index.search import EXACT_SEARCH_LIMIT
+
+CLASSES = ("a", "b")
+TYPES = ("flat", "hnsw", "ivf")
+
+
+def _clustered(n, d=32, seed=0):
+    """Unit vectors around 20 cluster centres, like embeddings of 20 classes."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, d))
+    x = centres[rng.integers(0, 20, n)] + 0.5 * rng.standard_normal((n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _records(n, start=0, label=None):
+    return [ImageRecord(Path(f"/img/{i}.png"), label or CLASSES[i % 2], "train") for i in range(start, start + n)]
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_ids_stay_stable_across_adds_removes_and_save(kind, tmp_path):
+    vectors = _clustered(1200)
+    index = EmbeddingIndex.build(vectors[:1000], _records(1000), CLASSES, spec=IndexSpec(type=kind))
+    assert index.spec.type == kind
+    index.remove([3, 500, 999])
+    new_ids = index.add(vectors[1000:], _records(200, start=1000))
+    assert new_ids.tolist() == list(range(1000, 1200))  # never reuses 999
+    index.remove([1000])
+    index.save(tmp_path)
+    loaded = EmbeddingIndex.load(tmp_path)
+    assert len(loaded) == 1196 and loaded.next_id == 1200 and loaded.spec == index.spec
+    for image_id in (0, 4, 501, 1001, 1199):
+        row = loaded.rows_of([image_id])[0]
+        assert loaded.records[row].path == Path(f"/img/{image_id}.png")
+        np.testing.assert_array_equal(loaded.embeddings()[row], vectors[image_id])
+        found = loaded.search(vectors[image_id][None], 1)
+        assert found.ids[0, 0] == image_id and found.rows[0, 0] == row
+    for removed in (3, 500, 999, 1000):
+        assert removed not in set(loaded.search(vectors[removed][None], 20).ids[0].tolist())
+    assert loaded.add(vectors[:1], _records(1)).tolist() == [1200]
+
+
+def test_removing_an_unknown_id_changes_nothing():
+    index = EmbeddingIndex.build(_clustered(50), _records(50), CLASSES, spec=IndexSpec(type="flat"))
+    with pytest.raises(KeyError, match="no image with id 77"):
+        index.remove([1, 77])
+    assert len(index) == 50 and index.faiss_index.ntotal == 50
+
+
+def test_added_labels_become_new_classes():
+    index = EmbeddingIndex.build(_clustered(40), _records(40), CLASSES)
+    index.add(_clustered(5, seed=1), _records(5, start=40, label="newcomer"))
+    assert index.class_names == ("a", "b", "newcomer")
+    assert index.labels[-5:].tolist() == [2] * 5
+
+
+@pytest.mark.parametrize("kind", ("hnsw", "ivf"))
+def test_approximate_indexes_reach_high_recall(kind):
+    index = EmbeddingIndex.build(_clustered(5000), _records(5000), CLASSES, spec=IndexSpec(type=kind))
+    recall, index_ms, exact_ms = index.recall_at_k(10, queries=200)
+    assert 0.9 <= recall <= 1.0
+    assert index_ms > 0 and exact_ms > 0
+
+
+def test_exact_index_has_recall_one_and_auto_picks_by_size():
+    index = EmbeddingIndex.build(_clustered(300), _records(300), CLASSES)
+    assert index.spec.type == "flat"
+    assert index.recall_at_k(10, queries=50)[0] == pytest.approx(1.0)
+    assert IndexSpec().resolve(EXACT_SEARCH_LIMIT).type == "hnsw"
+    assert IndexSpec(type="ivf").resolve(10_000).nlist == 256  # 39+ vectors per cell, 4 sqrt(n) cells at most
+
+
+def test_rebuild_keeps_ids_and_metadata():
+    vectors = _clustered(400)
+    index = EmbeddingIndex.build(vectors, _records(400), CLASSES)
+    index.remove([0, 1])
+    rebuilt = index.rebuild(IndexSpec(type="hnsw"))
+    assert rebuilt.spec.type == "hnsw" and rebuilt.ids.tolist() == index.ids.tolist()
+    assert rebuilt.search(vectors[10][None], 1).ids[0, 0] == 10
+
+
+def test_unknown_index_type_is_refused():
+    with pytest.raises(ValueError, match="unknown index type 'annoy'"):
+        IndexSpec(type="annoy")
