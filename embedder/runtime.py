@@ -2,7 +2,7 @@
 
 Measured on 2 cores with a trained bundle (``benchmarks/speed``): the same MobileNetV2 + head gives
 embeddings within 2e-6 of Keras and runs about 2.8x faster than Keras ``model.predict``; one image takes
-about 4 ms instead of about 170 ms (Keras' per-call overhead dominates small batches). XNNPACK is
+about 3.5 ms instead of about 170 ms (Keras' per-call overhead dominates small batches). XNNPACK is
 fastest on one image per call here (1-4 images per call: about 295 images/s, 64: 230), so the runner
 feeds images one at a time. Keras stays the fallback wherever ``ai-edge-litert`` is not installed.
 """

@@ -1,32 +1,38 @@
-"""Similarity search over embeddings: the FAISS index, neighbour votes, and the bundle that answers queries."""
+"""Similarity search over embeddings: the FAISS index, neighbour votes, and the bundle that answers queries.
 
-from .audit import Audit, audit, imagenet_features
-from .bundle import FORMAT_VERSION, Bundle, BundleError, QueryResult
-from .classifiers import KNNClassifier, NearestCentroidClassifier, SoftmaxClassifier
-from .evaluation import Evaluation, evaluate
-from .projection import EmbeddingMap, MapConfig
-from .neighbors import knn_vote, nearest_classes
-from .search import EmbeddingIndex, Hit, IndexSpec, SearchResult
+Names load on first use (PEP 562), so that reading index options (e.g. for ``lookalike --help``) does not
+start TensorFlow.
+"""
 
-__all__ = [
-    "FORMAT_VERSION",
-    "Audit",
-    "Bundle",
-    "BundleError",
-    "EmbeddingIndex",
-    "EmbeddingMap",
-    "Evaluation",
-    "Hit",
-    "IndexSpec",
-    "KNNClassifier",
-    "MapConfig",
-    "NearestCentroidClassifier",
-    "QueryResult",
-    "SearchResult",
-    "SoftmaxClassifier",
-    "audit",
-    "evaluate",
-    "imagenet_features",
-    "knn_vote",
-    "nearest_classes",
-]
+from importlib import import_module
+
+_LAZY = {
+    "Audit": ".label_audit",
+    "audit": ".label_audit",
+    "imagenet_features": ".label_audit",
+    "FORMAT_VERSION": ".bundle",
+    "Bundle": ".bundle",
+    "BundleError": ".bundle",
+    "QueryResult": ".bundle",
+    "KNNClassifier": ".classifiers",
+    "NearestCentroidClassifier": ".classifiers",
+    "SoftmaxClassifier": ".classifiers",
+    "Evaluation": ".evaluation",
+    "evaluate": ".evaluation",
+    "EmbeddingMap": ".projection",
+    "MapConfig": ".projection",
+    "knn_vote": ".neighbors",
+    "nearest_classes": ".neighbors",
+    "EmbeddingIndex": ".search",
+    "Hit": ".search",
+    "IndexSpec": ".search",
+    "SearchResult": ".search",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

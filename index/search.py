@@ -282,6 +282,12 @@ class EmbeddingIndex:
             index, self.vectors, self.ids, self.records, self.class_names, spec=spec, next_id=self.next_id
         )
 
+    def set_search_parameters(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Change how hard an approximate index searches (HNSW ``ef_search``, IVF ``nprobe``), without rebuilding it."""
+        changes = {"ef_search": ef_search, "nprobe": nprobe}
+        self.spec = replace(self.spec, **{k: v for k, v in changes.items() if v is not None})
+        _set_search_parameters(self.faiss_index, self.spec)
+
     @property
     def dim(self) -> int:
         """Embedding size d."""

@@ -11,7 +11,7 @@ import numpy as np
 from lookalike.app.cli import main
 from lookalike.data import ImageRecord
 from lookalike.index import EmbeddingIndex, audit, imagenet_features
-from lookalike.index.audit import _leave_one_out_centroids
+from lookalike.index.label_audit import _leave_one_out_centroids
 
 
 def _clusters(seed=0, per_class=12, n_classes=3, d=16, spread=0.3):
@@ -63,7 +63,7 @@ def test_mislabelled_real_image_is_found(bundle):
 
 
 def test_audit_features_are_cached_in_the_bundle(bundle, monkeypatch):
-    audit_module = importlib.import_module("lookalike.index.audit")  # the package exports a function of that name
+    audit_module = importlib.import_module("lookalike.index.label_audit")
     first = imagenet_features(bundle)
     assert (bundle.path / "audit" / "features.npy").is_file()
 

@@ -51,5 +51,5 @@ def test_console_script_help_lists_the_commands():
     done = subprocess.run(
         [sys.executable, "-m", "lookalike.app.cli", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("train", "search", "serve", "demo"):
+    for command in ("train", "search", "serve", "demo", "add", "remove", "embed", "reindex", "recall"):
         assert command in done.stdout
