@@ -432,6 +432,7 @@ class EmbeddingIndex:
         exact.add(self.vectors)
         timings, results = [], []
         for index in (self.faiss_index, exact):
+            index.search(sample[:1], k)  # warm-up: thread pool, caches
             started = time.perf_counter()
             results.append(np.concatenate([index.search(q[None], k)[1] for q in sample]))
             timings.append(1000 * (time.perf_counter() - started) / max(n, 1))
