@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from lookalike.data import DecodeFailure, ImageDecodeError, ImageRecord, load_image
+from lookalike.data import DecodeFailure, ImageRecord
 
 from .stream import CHUNK_SIZE, EmbeddedPart, EmbeddingStore, StreamSummary, pending
 
@@ -56,22 +56,17 @@ class EmbedActor:
         A file that cannot be decoded gets a zero embedding and its reason in ``error`` ("" otherwise).
         """
         paths = batch["path"].tolist()
-        images, errors = [], []
-        for path in paths:
-            try:
-                images.append(load_image(path, self.size))
-                errors.append("")
-            except ImageDecodeError as error:
-                errors.append(error.reason)
-        ok = np.array([not e for e in errors])
         embeddings = np.zeros((len(paths), self.embedder.embedding_dim), np.float32)
         probabilities = np.zeros((len(paths), len(self.embedder.class_names)), np.float32)
-        if images:
-            embeddings[ok], probabilities[ok] = self.embedder.embed_images(np.stack(images))
+        errors = np.full(len(paths), "", dtype=object)
+        for decoded, batch_embeddings, batch_probabilities in self.embedder.embed_batches(paths, batch_size=len(paths)):
+            embeddings[decoded.indices], probabilities[decoded.indices] = batch_embeddings, batch_probabilities
+            failed = np.setdiff1d(np.arange(len(paths)), decoded.indices)  # failures come in path order
+            errors[failed] = [f.reason for f in decoded.failures]
         return batch | {
             "embedding": embeddings,
             "probabilities": probabilities,
-            "error": np.array(errors, dtype=np.str_),
+            "error": errors.astype(np.str_),
         }
 
 

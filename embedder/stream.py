@@ -133,12 +133,16 @@ class EmbeddingStore:
         parts = list(self)
         if not parts:
             raise FileNotFoundError(f"no embeddings in {self.directory}")
-        return EmbeddedPart(
-            [r for p in parts for r in p.records],
-            np.concatenate([p.embeddings for p in parts]),
-            np.concatenate([p.probabilities for p in parts]),
-            [f for p in parts for f in p.failures],
-        )
+        return _concatenate(parts)
+
+
+def _concatenate(parts: Sequence[EmbeddedPart]) -> EmbeddedPart:
+    return EmbeddedPart(
+        [r for p in parts for r in p.records],
+        np.concatenate([p.embeddings for p in parts]),
+        np.concatenate([p.probabilities for p in parts]),
+        [f for p in parts for f in p.failures],
+    )
 
 
 def pending(records: Sequence[ImageRecord], store: EmbeddingStore) -> tuple[list[ImageRecord], int]:
@@ -183,28 +187,22 @@ def embed_to_store(
     started = time.perf_counter()
     todo, resumed = pending(records, store)
     embedded, failures = 0, []
-    chunk: list[tuple] = []  # (records, embeddings, probabilities, failures) of each batch since the last part
-
-    def flush() -> None:
-        if chunk:
-            store.write(
-                EmbeddedPart(
-                    [r for c in chunk for r in c[0]],
-                    np.concatenate([c[1] for c in chunk]),
-                    np.concatenate([c[2] for c in chunk]),
-                    [f for c in chunk for f in c[3]],
-                )
-            )
-            chunk.clear()
+    chunk: list[EmbeddedPart] = []  # the batches since the last part file
+    held = 0  # files in ``chunk``, embedded or failed
 
     with tqdm(total=len(records), initial=resumed, unit="img", desc="embedding", disable=not progress) as bar:
         batch_size = min(embedder.config.batch_size, chunk_size)
         batches = embedder.embed_batches([r.path for r in todo], progress=bar, batch_size=batch_size)
         for batch, embeddings, probabilities in batches:
-            chunk.append(([todo[i] for i in batch.indices], embeddings, probabilities, list(batch.failures)))
+            chunk.append(
+                EmbeddedPart([todo[i] for i in batch.indices], embeddings, probabilities, list(batch.failures))
+            )
             embedded += len(batch.indices)
             failures += batch.failures
-            if sum(len(c[0]) + len(c[3]) for c in chunk) >= chunk_size:
-                flush()
-        flush()
+            held += len(batch.indices) + len(batch.failures)
+            if held >= chunk_size:
+                store.write(_concatenate(chunk))
+                chunk, held = [], 0
+        if chunk:
+            store.write(_concatenate(chunk))
     return StreamSummary(embedded, failures, resumed, time.perf_counter() - started)
