@@ -167,8 +167,46 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
+    group = parser.add_argument_group("serving")
+    group.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    group.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
+    group.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        default=os.environ.get("LOOKALIKE_AUTH"),
+        help="require this login (default $LOOKALIKE_AUTH); needed on any --host other than loopback",
+    )
+    group.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a non-loopback --host without a login (not allowed with --enable-training)",
+    )
+    group.add_argument(
+        "--enable-training",
+        action="store_true",
+        help="add the Train view: users train bundles from uploaded zips (or --data-root folders) into --workspace",
+    )
+    group.add_argument("--data-root", type=Path, help="with --enable-training: server folders under it may be trained on")
+    group.add_argument(
+        "--workspace",
+        type=Path,
+        help="with --enable-training: where uploads are unpacked and trained bundles written (required then)",
+    )
+
+
+def _serve_options(args: argparse.Namespace):
+    """The checked :class:`~lookalike.app.server.ServeOptions` of ``serve`` and ``demo`` (before any work)."""
+    from lookalike.app.server import ServeOptions, parse_auth
+
+    return ServeOptions(
+        host=args.host,
+        port=args.port,
+        auth=parse_auth(args.auth),
+        allow_anonymous=args.allow_anonymous,
+        enable_training=args.enable_training,
+        data_root=args.data_root,
+        workspace=args.workspace,
+    ).check()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -638,10 +676,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "recall":
         _print_recall(Bundle.load(args.bundle).index, args.k, args.queries)
     elif args.command == "serve":
+        options = _serve_options(args)
         from lookalike.app.ui import serve
 
-        serve(Bundle.load(args.bundle), host=args.host, port=args.port)
+        serve(Bundle.load(args.bundle), options)
     elif args.command == "demo":
+        options = _serve_options(args)
         from lookalike.app.ui import serve
         from lookalike.data import DEFAULT_DATASET
 
@@ -658,7 +698,7 @@ def run(args: argparse.Namespace) -> int:
         if bundle is None:
             bundle = _train(DEFAULT_DATASET, path, args)
         print(f"open http://{args.host}:{args.port} (Ctrl+C stops)")
-        serve(bundle, host=args.host, port=args.port)
+        serve(bundle, options)
     return 0
 
 
@@ -668,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from lookalike.app.server import ServeError
     from lookalike.data import DatasetError, ImageDecodeError
     from lookalike.embedder import BackboneWeightsError, RayUnavailable, TrainingError
     from lookalike.index import BundleError
@@ -681,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         ImageDecodeError,
         TrainingError,
         RayUnavailable,
+        ServeError,
         FileNotFoundError,
         FileExistsError,
     ) as error:

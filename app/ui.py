@@ -1,9 +1,11 @@
-"""The Gradio web app: search look-alikes, evaluate the bundle, train a new one."""
+"""The Gradio web app: search look-alikes, map, audit and evaluate a bundle, and (opt-in) train a new one.
+
+What the app may expose and to whom is decided in :mod:`lookalike.app.server`; this module only lays out the
+views and calls the library.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
 import tempfile
@@ -15,100 +17,62 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from lookalike.app.maps import map_figure, place_image  # noqa: E402
 from lookalike.app.report import CLASSIFIER_TITLES, confusion_figure, curves_figure  # noqa: E402
-from lookalike.data import DEFAULT_DATASET, ImageDecodeError, load_folder, load_image  # noqa: E402
+from lookalike.app.server import BundleRegistry, ServedFiles, ServeError, ServeOptions, new_name, under  # noqa: E402
+from lookalike.data import DatasetError, ImageDecodeError, load_folder  # noqa: E402
+from lookalike.data.archive import ArchiveError, extract_dataset_zip  # noqa: E402
 from lookalike.embedder.config import EmbedderConfig  # noqa: E402
-from lookalike.index import Bundle, Hit, MapConfig, QueryResult, audit, imagenet_features  # noqa: E402
-from lookalike.data.files import write_atomic  # noqa: E402
+from lookalike.index import Bundle, BundleError, MapConfig, QueryResult, audit, imagenet_features  # noqa: E402
 from lookalike.index.evaluation import CLASSIFIERS, evaluate  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-#: Largest accepted upload.
+#: Largest accepted upload (query images; dataset zips when training is enabled: :data:`MAX_DATASET_UPLOAD`).
 MAX_UPLOAD_SIZE = "20mb"
+MAX_DATASET_UPLOAD = "200mb"
 #: Number of example queries offered (one held-out image from each of the first classes).
 N_EXAMPLES = 12
-#: Side in pixels of the result images sent to the browser.
-THUMBNAIL = 256
 
 
-class ServedBundle:
-    """The bundle the app answers with; the Train view replaces it when a new bundle is ready."""
-
-    def __init__(self, bundle: Bundle):
-        self._bundle = bundle
-        self._lock = threading.Lock()
-
-    @property
-    def bundle(self) -> Bundle:
-        with self._lock:
-            return self._bundle
-
-    def replace(self, bundle: Bundle) -> None:
-        with self._lock:
-            self._bundle = bundle
+def _upload_path(payload) -> str | None:
+    """The uploaded file's path, undecoded (Gradio has already checked that it is an upload)."""
+    if payload is None:
+        return None
+    if payload.path is None or (payload.url or "").startswith("data:"):
+        raise gr.Error("Send the image as a file upload.")
+    return str(payload.path)
 
 
-def example_images(bundle: Bundle, n: int = N_EXAMPLES) -> list[str]:
-    """Paths of up to ``n`` indexed images from different classes, held-out images preferred."""
-    chosen: dict[str, str] = {}
-    for record in sorted(bundle.index.records, key=lambda r: r.split == "train"):
-        if record.label not in chosen and record.path.is_file():
-            chosen[record.label] = str(record.path)
-    return list(chosen.values())[:n]
+def query_image(**options) -> gr.Image:
+    """An image input that hands lookalike the uploaded file's path without decoding it.
+
+    ``gr.Image`` decodes every upload to RGB before the event handler runs, so a small PNG declaring
+    13,300 x 13,300 pixels costs half a gigabyte before lookalike's header check could refuse it. This input
+    returns the upload's path untouched, and :func:`lookalike.data.load_image` checks the header before
+    decoding. (An instance attribute, not a subclass: Gradio writes a ``.pyi`` file beside the source of every
+    component subclass.)
+    """
+    image = gr.Image(type="filepath", image_mode=None, **options)
+    image.preprocess = _upload_path
+    return image
 
 
 def summary(bundle: Bundle) -> str:
-    """One Markdown line describing ``bundle``."""
+    """One Markdown line describing ``bundle`` (no server paths)."""
     manifest = bundle.manifest
     accuracy = manifest.get("training", {}).get("val_accuracy")
     accuracy_text = f", validation accuracy {accuracy:.3f}" if accuracy is not None else ""
     return (
         f"**{len(bundle.class_names)} characters, {len(bundle.index)} indexed images**, "
         f"{manifest['backbone']} backbone, {manifest['embedding_dim']}-d embeddings{accuracy_text}"
-        + (f" · bundle `{bundle.path}`" if bundle.path else "")
+        + (f" · bundle `{bundle.path.name}`" if bundle.path else "")
+        + ("" if bundle.thumbnails is not None else " · *this bundle stores no thumbnails: results show no images*")
     )
 
 
-class Thumbnails:
-    """Small JPEG copies of indexed images, written once per image id into a folder Gradio serves directly.
-
-    Gradio would otherwise encode every result image into its cache on every request, and two requests
-    writing the same cache file at once can truncate it while it is being sent. Thumbnails are written
-    atomically (a reader never sees a partial file), and only this folder is registered as static: no dataset
-    folder is exposed.
-    """
-
-    def __init__(self):
-        self.root = Path(tempfile.mkdtemp(prefix="lookalike-thumbnails-"))
-        gr.set_static_paths([self.root])
-
-    def path(self, bundle: Bundle, hit: Hit) -> str | None:
-        """Thumbnail file of the image of ``hit`` (by its stable id); None if the image cannot be read any more."""
-        key = hashlib.sha1(str(bundle.path or id(bundle)).encode()).hexdigest()[:16]
-        target = self.root / key / f"{hit.id}.jpg"
-        if not target.is_file():
-            try:
-                pixels = load_image(hit.path, THUMBNAIL)
-            except ImageDecodeError as error:
-                logger.warning("cannot show %s: %s", error.path, error.reason)
-                return None
-            buffer = io.BytesIO()
-            Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-            target.parent.mkdir(exist_ok=True)
-            write_atomic(target, buffer.getvalue())
-        return str(target)
-
-    def gallery(self, bundle: Bundle, hits) -> list[tuple[str, str]]:
-        """(thumbnail, "label score") for each hit that can still be shown."""
-        items = [(self.path(bundle, hit), f"{hit.label}  {hit.score:.3f}") for hit in hits]
-        return [(path, caption) for path, caption in items if path is not None]
-
-
-def _search_outputs(query_path: str, result: QueryResult, bundle: Bundle, thumbnails: Thumbnails) -> tuple:
+def _search_outputs(query_path: str, result: QueryResult, bundle: Bundle, files: ServedFiles) -> tuple:
     best = result.characters[0] if result.characters else None
     best_caption = f"### Best match: **{best.label}** (cosine similarity {best.score:.3f})" if best else ""
     return (
@@ -116,31 +80,31 @@ def _search_outputs(query_path: str, result: QueryResult, bundle: Bundle, thumbn
         result.knn_probabilities,
         f"Nearest centroid: **{result.centroid_predicted}** (cosine {result.centroid_characters[0].score:.3f})",
         query_path,
-        thumbnails.path(bundle, best) if best else None,
+        files.thumbnail(bundle, best.id) if best else None,
         best_caption,
-        thumbnails.gallery(bundle, result.characters),
-        thumbnails.gallery(bundle, result.centroid_characters),
-        thumbnails.gallery(bundle, result.neighbors),
+        files.gallery(bundle, result.characters),
+        files.gallery(bundle, result.centroid_characters),
+        files.gallery(bundle, result.neighbors),
     )
 
 
-def _search_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
-    def answer(image_path: str | None, k: int):
+def _search_view(registry: BundleRegistry, files: ServedFiles, session: gr.State) -> None:
+    def answer(image_path: str | None, k: int, key: str | None):
         if not image_path:
             return None, None, "", None, None, "", [], [], []
-        bundle = served.bundle
+        bundle = registry.get(key)
         try:
             result = bundle.query_files([image_path], k=int(k), n_characters=int(k))[0]
         except ImageDecodeError as error:
             raise gr.Error(f"Could not read that image: {error.reason}") from error
-        return _search_outputs(image_path, result, bundle, thumbnails)
+        return _search_outputs(image_path, result, bundle, files)
 
     with gr.Row():
         with gr.Column(scale=1):
-            query = gr.Image(type="filepath", label="Query image", sources=["upload", "clipboard"], height=320)
+            query = query_image(label="Query image", sources=["upload", "clipboard"], height=320)
             k = gr.Slider(1, 20, value=6, step=1, label="How many look-alikes")
             search = gr.Button("Find look-alikes", variant="primary")
-            examples = example_images(served.bundle)
+            examples = files.examples(registry.default, N_EXAMPLES)
             if examples:
                 gr.Examples(examples=examples, inputs=query, label="Examples", examples_per_page=N_EXAMPLES)
         with gr.Column(scale=1):
@@ -166,17 +130,18 @@ def _search_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
         centroid_characters,
         neighbors,
     ]
-    search.click(answer, inputs=[query, k], outputs=outputs, api_name="search")
-    query.change(answer, inputs=[query, k], outputs=outputs, api_name=False)
+    search.click(answer, inputs=[query, k, session], outputs=outputs, api_name="search")
+    query.change(answer, inputs=[query, k, session], outputs=outputs, api_name=False)
 
 
-def _evaluate_view(served: ServedBundle) -> None:
-    def run(classifier: str):
-        bundle = served.bundle
+def _evaluate_view(registry: BundleRegistry, session: gr.State) -> None:
+    def run(classifier: str, key: str | None):
+        bundle = registry.get(key)
         try:
             evaluation = evaluate(bundle)
-        except Exception as error:  # noqa: BLE001 - shown to the user, e.g. a bundle without held-out images
-            raise gr.Error(str(error)) from error
+        except BundleError as error:  # e.g. a bundle without held-out images; the message may name its folder
+            logger.warning("cannot evaluate %s: %s", bundle.path, error)
+            raise gr.Error("This bundle cannot be evaluated: it needs train and held-out (val/test) images.") from error
         table = [
             [CLASSIFIER_TITLES[name], round(s.accuracy, 4), round(s.macro_f1, 4)]
             for name, s in evaluation.scores.items()
@@ -201,14 +166,35 @@ def _evaluate_view(served: ServedBundle) -> None:
     table = gr.Dataframe(headers=["classifier", "accuracy", "macro-F1"], label="Held-out metrics", interactive=False)
     confusion = gr.Plot(label="Normalised confusion matrix")
     curves = gr.Plot(label="Training curves")
-    button.click(run, inputs=classifier, outputs=[note, table, confusion, curves], api_name="evaluate")
-    classifier.change(run, inputs=classifier, outputs=[note, table, confusion, curves], api_name=False)
+    button.click(run, inputs=[classifier, session], outputs=[note, table, confusion, curves], api_name="evaluate")
+    classifier.change(run, inputs=[classifier, session], outputs=[note, table, confusion, curves], api_name=False)
 
 
-def _train_view(served: ServedBundle, header: gr.Markdown) -> None:
+def _train_view(registry: BundleRegistry, options: ServeOptions, session: gr.State, header: gr.Markdown) -> None:
+    """Train a bundle from an uploaded zip or a folder under ``--data-root``; only this session is served it."""
     import keras
 
-    def run(data_dir: str, out_dir: str, epochs: float, fine_tune: bool):
+    workspace, data_root = options.workspace, options.data_root
+    folders = sorted(p.name for p in data_root.iterdir() if p.is_dir() and not p.name.startswith(".")) if data_root else []
+
+    def dataset_folder(archive: str | None, folder: str | None) -> tuple[Path, str]:
+        """The folder to train on and how to name it to the user; checked before any training starts."""
+        if archive:
+            target = workspace / "uploads" / new_name("dataset")
+            return extract_dataset_zip(archive, target), "the uploaded archive"
+        if folder and data_root is not None:
+            return under(data_root / folder, data_root), f"folder {folder!r}"
+        raise ServeError("Upload a zip of <class>/<image> folders" + (" or pick a folder." if data_root else "."))
+
+    def run(archive: str | None, folder: str | None, epochs: float, fine_tune: bool, key: str | None):
+        try:
+            root, name = dataset_folder(archive, folder)
+            dataset = load_folder(root)
+        except (ServeError, ArchiveError) as error:
+            raise gr.Error(str(error)) from error
+        except DatasetError as error:
+            raise gr.Error(str(error).replace(str(root), name)) from error
+        out = workspace / "bundles" / f"{new_name('bundle')}.bundle"  # a name lookalike chooses, inside the workspace
         rows: list[dict] = []
         outcome: dict = {}
         config = EmbedderConfig(
@@ -218,16 +204,15 @@ def _train_view(served: ServedBundle, header: gr.Markdown) -> None:
 
         def work():
             try:
-                dataset = load_folder(data_dir)
-                outcome["dataset"] = dataset.summary()
                 bundle = Bundle.train(dataset, config=config, callbacks=[follow])
-                bundle.save(out_dir)
+                bundle.save(out)
                 outcome["bundle"] = bundle
             except Exception as error:  # noqa: BLE001 - reported in the view
+                logger.exception("training on %s failed", root)
                 outcome["error"] = error
 
         def curves():
-            history = {key: [row.get(key, float("nan")) for row in rows] for key in (rows[0] if rows else {})}
+            history = {k: [row.get(k, float("nan")) for row in rows] for k in (rows[0] if rows else {})}
             return curves_figure(history, {}) if rows else None
 
         worker = threading.Thread(target=work, name="lookalike-train", daemon=True)
@@ -239,26 +224,27 @@ def _train_view(served: ServedBundle, header: gr.Markdown) -> None:
                 if rows
                 else "encoding images with the backbone"
             )
-            yield f"Training on {outcome.get('dataset', data_dir)}: {stage} ...", curves(), gr.update()
+            yield f"Training on {name} ({dataset.summary()}): {stage} ...", curves(), gr.update(), key
         if "error" in outcome:
-            raise gr.Error(f"Training failed: {outcome['error']}")
+            raise gr.Error(f"Training failed ({type(outcome['error']).__name__}); the server log has the details.")
         bundle = outcome["bundle"]
-        served.replace(bundle)
         accuracy = bundle.manifest["training"]["val_accuracy"]
-        done = f"Done: bundle written to `{bundle.path}` and now served" + (
+        done = f"Done: bundle `{out.name}` is now what this browser session searches (other users keep theirs)" + (
             f"; validation accuracy {accuracy:.3f}." if accuracy is not None else "."
         )
-        yield done, curves(), summary(bundle)
+        yield done, curves(), summary(bundle), registry.add(bundle)
 
     gr.Markdown(
-        "Train a new bundle from a folder on this server (`FOLDER/<class>/<image>`); the app serves it when done."
+        "Train a new bundle from a zip of `<class>/<image>` folders"
+        + (" or from a folder on this server" if data_root else "")
+        + ". When it is done, this browser session searches the new bundle; other users are not affected."
     )
     with gr.Row():
-        data_dir = gr.Textbox(value=str(DEFAULT_DATASET), label="Dataset folder")
-        out_dir = gr.Textbox(value=str(Path.cwd() / "trained.bundle"), label="Write the bundle to")
+        archive = gr.File(label="Dataset zip (<class>/<image>)", file_types=[".zip"], type="filepath")
+        folder = gr.Dropdown(folders, label="or a folder of the data root", visible=bool(folders), value=None)
     with gr.Row():
         epochs = gr.Number(
-            value=EmbedderConfig().epochs, precision=0, minimum=1, label="Head epochs (early stopping on val)"
+            value=EmbedderConfig().epochs, precision=0, minimum=1, maximum=200, label="Head epochs (early stopping on val)"
         )
         fine_tune = gr.Checkbox(
             value=True, label=f"Fine-tune the top {EmbedderConfig().fine_tune_blocks} backbone blocks"
@@ -267,13 +253,17 @@ def _train_view(served: ServedBundle, header: gr.Markdown) -> None:
     status = gr.Markdown()
     live_curves = gr.Plot(label="Training curves (live)")
     button.click(
-        run, inputs=[data_dir, out_dir, epochs, fine_tune], outputs=[status, live_curves, header], api_name="train"
+        run,
+        inputs=[archive, folder, epochs, fine_tune, session],
+        outputs=[status, live_curves, header, session],
+        api_name="train",
+        concurrency_limit=1,
     )
 
 
-def _map_view(served: ServedBundle) -> None:
-    def draw(method: str, dims: str, classes: list[str], image_path: str | None):
-        bundle = served.bundle
+def _map_view(registry: BundleRegistry, session: gr.State) -> gr.Dropdown:
+    def draw(method: str, dims: str, classes: list[str], image_path: str | None, key: str | None):
+        bundle = registry.get(key)
         embedding_map = bundle.embedding_map(MapConfig(method=method, dims=int(dims[0])))
         query = None
         if image_path:
@@ -292,22 +282,22 @@ def _map_view(served: ServedBundle) -> None:
         method = gr.Radio(["umap", "tsne"], value="umap", label="Projection")
         dims = gr.Radio(["2-D", "3-D"], value="2-D", label="Dimensions")
         classes = gr.Dropdown(
-            list(served.bundle.class_names), multiselect=True, label="Only these classes (empty: all)"
+            list(registry.default.class_names), multiselect=True, label="Only these classes (empty: all)"
         )
-        query = gr.Image(type="filepath", label="Query (optional)", sources=["upload", "clipboard"], height=140)
+        query = query_image(label="Query (optional)", sources=["upload", "clipboard"], height=140)
     button = gr.Button("Draw map", variant="primary")
     plot = gr.Plot(label="Embedding map")
-    button.click(draw, inputs=[method, dims, classes, query], outputs=plot, api_name="map")
+    button.click(draw, inputs=[method, dims, classes, query, session], outputs=plot, api_name="map")
+    return classes
 
 
-def _audit_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
-    def examples(code: int, n: int = 6) -> list[tuple]:
-        bundle = served.bundle
+def _audit_view(registry: BundleRegistry, files: ServedFiles, session: gr.State) -> None:
+    def examples(bundle: Bundle, code: int, n: int = 6) -> list[tuple]:
         rows = np.flatnonzero(bundle.index.labels == code)[:n]
-        return thumbnails.gallery(bundle, [bundle.index.hit(int(i), 1.0) for i in rows])
+        return files.gallery(bundle, [bundle.index.hit(int(i), 1.0) for i in rows])
 
-    def run(top: float):
-        bundle = served.bundle
+    def run(top: float, key: str | None):
+        bundle = registry.get(key)
         result = audit(imagenet_features(bundle))
         records, names = bundle.index.records, result.class_names
         knn = result.predicted("knn")
@@ -332,7 +322,7 @@ def _audit_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
             "Suspicion is the mean out-of-fold probability (softmax, k-NN, centroid) that the label is wrong. "
             "Select a row to compare."
         )
-        state = {"knn": knn.tolist(), "labels": result.labels.tolist(), "ranked": ranked.tolist()}
+        state = {"key": key, "knn": knn.tolist(), "labels": result.labels.tolist(), "ranked": ranked.tolist()}
         confusion_table = pd.DataFrame(confusion, columns=list(names))
         confusion_table.insert(0, "label", list(names))
         return note, table, spread, confusion_table, state
@@ -340,12 +330,17 @@ def _audit_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
     def show_row(state, event: gr.SelectData):
         if not state:
             return "", None, [], []
-        bundle = served.bundle
+        bundle = registry.get(state["key"])
         row = state["ranked"][event.index[0]]
         hit, names = bundle.index.hit(row, 1.0), bundle.class_names
         predicted = state["knn"][row]
         caption = f"**{hit.path.name}**, labelled **{hit.label}**; its neighbours say **{names[predicted]}**"
-        return caption, thumbnails.path(bundle, hit), examples(names.index(hit.label)), examples(predicted)
+        return (
+            caption,
+            files.thumbnail(bundle, hit.id),
+            examples(bundle, names.index(hit.label)),
+            examples(bundle, predicted),
+        )
 
     def show_cell(state, event: gr.SelectData):
         row, column = event.index
@@ -353,12 +348,12 @@ def _audit_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
             return "", []
         true, predicted = row, column - 1
         rows = [i for i, (t, p) in enumerate(zip(state["labels"], state["knn"])) if t == true and p == predicted]
-        bundle = served.bundle
+        bundle = registry.get(state["key"])
         names = bundle.class_names
         hits = [bundle.index.hit(i, 1.0) for i in rows[:24]]
         return (
             f"{len(rows)} images labelled **{names[true]}** that the k-NN vote calls **{names[predicted]}**",
-            thumbnails.gallery(bundle, hits),
+            files.gallery(bundle, hits),
         )
 
     with gr.Row():
@@ -382,43 +377,73 @@ def _audit_view(served: ServedBundle, thumbnails: Thumbnails) -> None:
     cell_caption = gr.Markdown()
     cell_images = gr.Gallery(label="Images behind the selected cell", columns=8, height=220, object_fit="contain")
     state = gr.State()
-    button.click(run, inputs=top, outputs=[note, table, spread, confusion, state], api_name="audit")
+    button.click(run, inputs=[top, session], outputs=[note, table, spread, confusion, state], api_name="audit")
     table.select(show_row, inputs=state, outputs=[caption, suspect, labelled, predicted])
     confusion.select(show_cell, inputs=state, outputs=[cell_caption, cell_images])
 
 
-def build_app(bundle: Bundle) -> gr.Blocks:
-    """The lookalike web app, serving ``bundle``; launch it with :func:`serve`."""
-    served = ServedBundle(bundle)
-    thumbnails = Thumbnails()
+def build_app(bundle: Bundle, options: ServeOptions = ServeOptions(), *, served_root: Path | None = None) -> gr.Blocks:
+    """The lookalike web app answering with ``bundle``; launch it with :func:`serve`.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        A saved bundle, served to every session that has not trained its own.
+    options : ServeOptions
+        Already checked (:meth:`ServeOptions.check`); ``enable_training`` adds the Train view.
+    served_root : Path, optional
+        The folder of files handed to the browser (default: a new temporary folder).
+    """
+    registry = BundleRegistry(bundle)
+    files = ServedFiles(served_root or Path(tempfile.mkdtemp(prefix="lookalike-served-")))
     with gr.Blocks(title="lookalike") as app:
+        session = gr.State()  # the key of this browser session's bundle, server-side; None: the default one
         gr.Markdown("# lookalike: find the look-alike character")
         header = gr.Markdown(summary(bundle))
         with gr.Tab("Search"):
-            _search_view(served, thumbnails)
+            _search_view(registry, files, session)
         with gr.Tab("Map"):
-            _map_view(served)
+            classes = _map_view(registry, session)
         with gr.Tab("Audit"):
-            _audit_view(served, thumbnails)
+            _audit_view(registry, files, session)
         with gr.Tab("Evaluate"):
-            _evaluate_view(served)
-        with gr.Tab("Train"):
-            _train_view(served, header)
+            _evaluate_view(registry, session)
+        if options.enable_training:
+            with gr.Tab("Train"):
+                _train_view(registry, options, session, header)
+        session.change(
+            lambda key: (summary(registry.get(key)), gr.update(choices=list(registry.get(key).class_names), value=[])),
+            inputs=session,
+            outputs=[header, classes],
+            api_name=False,
+        )
     return app
 
 
-def serve(bundle: Bundle, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
-    """Start the app on ``http://host:port``; returns once it is serving when ``block`` is False."""
-    app = build_app(bundle)
+def serve(bundle: Bundle, options: ServeOptions = ServeOptions(), *, block: bool = True) -> gr.Blocks:
+    """Start the app on ``http://host:port``; returns once it is serving when ``block`` is False.
+
+    Raises
+    ------
+    ServeError
+        ``options`` break a start-up rule (see :meth:`ServeOptions.check`), e.g. a non-loopback host without
+        a login.
+    """
+    options = options.check()
+    served_root = None
+    if options.workspace is not None:
+        (options.workspace / "bundles").mkdir(parents=True, exist_ok=True)
+        served_root = options.workspace / "served"
+    app = build_app(bundle, options, served_root=served_root)
     app.queue(default_concurrency_limit=2)
     app.launch(
-        server_name=host,
-        server_port=port,
+        server_name=options.host,
+        server_port=options.port,
         share=False,
-        allowed_paths=[str(Path(p).parent) for p in example_images(bundle)],  # the example queries only
-        max_file_size=MAX_UPLOAD_SIZE,
+        auth=options.auth,
+        max_file_size=MAX_DATASET_UPLOAD if options.enable_training else MAX_UPLOAD_SIZE,
         prevent_thread_lock=not block,
-        show_error=True,
+        show_error=False,  # unexpected errors are logged on the server, not shown with their paths
         footer_links=["api"],
     )
     return app

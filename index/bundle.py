@@ -10,6 +10,8 @@ Layout of a bundle directory::
     index.faiss      the FAISS index (flat, HNSW or IVF; ids are the images' stable ids)
     vectors.npy      the embeddings, by row (float32, n x d)
     metadata.json    id, path, label and split of every indexed image, by row; the index type and parameters
+    thumbnails.bin   a 128 px JPEG of every indexed image, and thumbnails.npy their ids and byte ranges: what
+                     the web app shows (it never opens the image paths in metadata.json)
     skipped.csv      dataset files that could not be read, with the reason (only when there were any)
     logs/            per-epoch training logs: <phase>.csv and TensorBoard event files
     maps/            UMAP / t-SNE maps of the embeddings, computed on first use (derived, not copied by save)
@@ -42,6 +44,7 @@ from typing import Sequence
 import numpy as np
 
 from lookalike.data import Dataset, DecodeFailure, load_image
+from lookalike.data.thumbnails import PACK_FILES, ThumbnailPack, make_thumbnails
 from lookalike.embedder import Embedder, EmbedderConfig, train
 from lookalike.embedder.model import CONFIG_FILE, MODEL_FILE, RUNTIME_FILE
 from lookalike.embedder.runtime import RuntimeUnavailable, export_litert
@@ -194,6 +197,7 @@ class Bundle:
         self._maps: dict[MapConfig, EmbeddingMap] = {}
         self._centroids: tuple[int, tuple[NearestCentroidClassifier, np.ndarray]] | None = None
         self._log_files: tempfile.TemporaryDirectory | None = None  # owns log_dir when training made it
+        self._thumbnails: ThumbnailPack | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -302,6 +306,34 @@ class Bundle:
         bundle = cls(embedder, index, manifest, log_dir=log_dir)
         bundle._log_files = logs
         return bundle
+
+    @property
+    def thumbnails(self) -> ThumbnailPack | None:
+        """The saved bundle's thumbnails (see :mod:`lookalike.data.thumbnails`); None before it is saved, or for
+        a bundle written before thumbnails were stored."""
+        if self._thumbnails is None and self.path is not None and all((self.path / f).is_file() for f in PACK_FILES):
+            try:
+                self._thumbnails = ThumbnailPack(self.path)
+            except (OSError, ValueError) as error:
+                logger.warning("bundle %s: thumbnails unreadable (%s)", self.path, error)
+        return self._thumbnails
+
+    def _write_thumbnails(self, directory: Path) -> None:
+        """Write the thumbnail pack of every indexed image into ``directory``: those of the saved bundle are
+        kept (linked when nothing changed), new images are decoded from their files."""
+        ids, previous = self.index.ids, self.thumbnails
+        if previous is not None and np.array_equal(previous.ids, ids):
+            for name in PACK_FILES:
+                _link_or_copy(self.path / name, directory / name)
+            return
+        kept = [(int(i), previous.get(int(i))) for i in ids] if previous is not None else []
+        items = [(i, blob) for i, blob in kept if blob is not None]
+        have = {i for i, _ in items}
+        missing = [row for row, i in enumerate(ids) if int(i) not in have]
+        if missing:
+            logger.info("making thumbnails of %d images", len(missing))
+            items += make_thumbnails(ids[missing], [self.index.records[row].path for row in missing])
+        ThumbnailPack.write(directory, items)
 
     @property
     def failures(self) -> list[DecodeFailure]:
@@ -436,6 +468,7 @@ class Bundle:
                 except RuntimeUnavailable as error:
                     logger.warning("no fast inference runtime in this bundle (%s); Keras will be used", error)
             self.index.save(staging)
+            self._write_thumbnails(staging)
             if self.log_dir is not None and self.log_dir.is_dir():
                 shutil.copytree(self.log_dir, staging / LOGS_DIR)
             skipped = self.manifest.get("dataset", {}).get("skipped", [])
@@ -444,7 +477,7 @@ class Bundle:
                     writer = csv.writer(handle)
                     writer.writerow(["path", "reason"])
                     writer.writerows([item["path"], item["reason"]] for item in skipped)
-            checked = [name for name in (*CHECKED_FILES, RUNTIME_FILE) if (staging / name).is_file()]
+            checked = [name for name in (*CHECKED_FILES, RUNTIME_FILE, *PACK_FILES) if (staging / name).is_file()]
             manifest = self.manifest | {
                 "index": self.index.spec.to_dict() | {"size": len(self.index), "metric": "inner_product"},
                 "class_names": list(self.class_names),
@@ -462,7 +495,7 @@ class Bundle:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         logger.info("wrote bundle %s", target)
-        self.manifest, self.path = manifest, target
+        self.manifest, self.path, self._thumbnails = manifest, target, None
         self.embedder.attach_runtime(target)
         return target
 

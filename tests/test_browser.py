@@ -33,13 +33,15 @@ sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
 
 @pytest.fixture(scope="module")
-def page(bundle):
+def page(bundle, tmp_path_factory):
+    from lookalike.app.server import ServeOptions
     from lookalike.app.ui import serve
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = serve(bundle, port=port, block=False)
+    workspace = tmp_path_factory.mktemp("workspace")
+    app = serve(bundle, ServeOptions(port=port, enable_training=True, workspace=workspace), block=False)
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -71,7 +73,7 @@ def test_upload_shows_prediction_and_galleries(page, small_dataset):
         ("Map", "Draw map", ".js-plotly-plot"),
         ("Audit", "Audit", "text=judged out of fold"),
         ("Evaluate", "Evaluate", "text=held-out images"),
-        ("Train", None, "text=Dataset folder"),
+        ("Train", None, "text=Dataset zip"),
     ],
 )
 def test_every_view_renders(page, tab, button, ready):

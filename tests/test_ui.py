@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 from conftest import CLASSES
 
-from lookalike.app.ui import example_images, serve
+from lookalike.app.server import ServedFiles, ServeOptions
+from lookalike.app.ui import serve
 
 
 @pytest.fixture
-def client(bundle):
+def client(bundle, tmp_path):
     from gradio_client import Client
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = serve(bundle, port=port, block=False)
+    app = serve(bundle, ServeOptions(port=port, enable_training=True, workspace=tmp_path / "ws"), block=False)
     yield Client(f"http://127.0.0.1:{port}/", verbose=False)
     app.close()
 
@@ -43,7 +47,7 @@ def test_unreadable_upload_is_a_message_not_a_crash(client, small_dataset, tmp_p
 
     fake = tmp_path / "fake.png"
     fake.write_bytes(b"not a png at all")
-    with pytest.raises(Exception, match="cannot identify image file"):
+    with pytest.raises(Exception, match="not an image file"):
         client.predict(handle_file(str(fake)), 3, api_name="/search")
     predicted = client.predict(handle_file(str(small_dataset[1]["cook"][0])), 3, api_name="/search")[0]
     assert predicted["label"] in CLASSES  # the app is still answering
@@ -58,19 +62,36 @@ def test_evaluate_view(client, bundle):
     assert confusion is not None and curves is not None
 
 
-def test_train_view_trains_and_serves_the_new_bundle(client, small_dataset, tmp_path):
+def test_train_view_trains_from_a_zip_and_serves_the_new_bundle(client, small_dataset, tmp_path):
+    import zipfile
+
     from gradio_client import handle_file
 
     root, queries = small_dataset
-    out = tmp_path / "from-ui.bundle"
-    status, curves, header = client.predict(str(root), str(out), 1, False, api_name="/train")
-    assert status.startswith("Done: bundle written to") and (out / "manifest.json").is_file()
-    assert curves is not None and str(out) in header
+    archive = tmp_path / "dataset.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for image in sorted(root.glob("*/*.png")):
+            handle.write(image, f"{image.parent.name}/{image.name}")
+    status, curves, header = client.predict(handle_file(str(archive)), None, 1, False, api_name="/train")
+    assert status.startswith("Done: bundle `bundle-") and "this browser session" in status
+    (trained,) = list((tmp_path / "ws" / "bundles").iterdir())
+    assert (trained / "manifest.json").is_file() and trained.name in header
+    assert curves is not None
     result = client.predict(handle_file(str(queries["cook"][0])), 2, api_name="/search")
     assert result[0]["label"] in CLASSES
 
 
-def test_examples_come_from_different_classes(bundle):
-    examples = example_images(bundle)
-    labels = [next(r.label for r in bundle.index.records if str(r.path) == p) for p in examples]
-    assert len(examples) == len(CLASSES) and sorted(labels) == sorted(CLASSES)
+def test_examples_are_thumbnails_of_different_classes(bundle, tmp_path):
+    from lookalike.data.thumbnails import ThumbnailPack, decode_thumbnail
+
+    files = ServedFiles(tmp_path / "served")
+    examples = files.examples(bundle, 12)
+    assert len(examples) == len(CLASSES)
+    assert all(Path(p).parent.parent == tmp_path / "served" for p in examples)
+    ids = [int(Path(p).stem) for p in examples]
+    labels = [bundle.index.records[int(bundle.index.rows_of([i])[0])].label for i in ids]
+    assert sorted(labels) == sorted(CLASSES)
+    pack = ThumbnailPack(bundle.path)
+    for path, image_id in zip(examples, ids):
+        served, stored = decode_thumbnail(Path(path).read_bytes()), decode_thumbnail(pack.get(image_id))
+        assert np.abs(served.astype(int) - stored.astype(int)).mean() < 3
