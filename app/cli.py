@@ -51,6 +51,7 @@ def default_demo_bundle() -> Path:
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     from lookalike.embedder.config import BACKBONES, EmbedderConfig
+    from lookalike.index.open_set import DEFAULT_QUANTILE
 
     defaults = EmbedderConfig()
     group = parser.add_argument_group("training")
@@ -106,6 +107,13 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help=f"input side in pixels (default {defaults.image_size}; {SMALL_CNN_IMAGE_SIZE} for small-cnn)",
     )
     group.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
+    group.add_argument(
+        "--open-set-quantile",
+        type=float,
+        default=DEFAULT_QUANTILE,
+        help="share of the indexed images' own leave-one-out match scores below the 'no close match' threshold "
+        "(default %(default)s)",
+    )
     group.add_argument(
         "--weights",
         help="backbone weights .h5 file (default: $LOOKALIKE_BACKBONE_WEIGHTS, else Keras' ImageNet download/cache)",
@@ -235,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("image", metavar="IMAGE", type=Path)
     search.add_argument("-k", type=int, default=5, help="number of nearest images and characters (default %(default)s)")
     search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.add_argument(
+        "--unknown-threshold",
+        type=float,
+        help="cosine similarity below which the best match is 'no close match' (default: the bundle's calibrated one)",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="score the softmax head, k-NN and nearest centroid; write BUNDLE/report/"
@@ -357,13 +370,25 @@ def _train(data_dir: Path, out: Path, args: argparse.Namespace):
         patience=args.patience,
         seed=args.seed,
     )
-    bundle = Bundle.train(dataset, config=config, weights=args.weights, progress=True, index_spec=_index_spec(args))
+    bundle = Bundle.train(
+        dataset,
+        config=config,
+        weights=args.weights,
+        progress=True,
+        index_spec=_index_spec(args),
+        open_set_quantile=args.open_set_quantile,
+    )
     path = bundle.save(out)
     training = bundle.manifest["training"]
     accuracy = training["val_accuracy"]
     phases = ", ".join(f"{phase.replace('_', ' ')} {n} epochs" for phase, n in training["phase_epochs"].items())
     print(f"trained: {phases}; " + (f"validation accuracy {accuracy:.3f}" if accuracy is not None else "no val split"))
     print(f"bundle with {len(bundle.index)} images written to {path}")
+    open_set = bundle.open_set
+    print(
+        f"no-close-match threshold: cosine {open_set.threshold:.3f} (the {open_set.quantile:.0%} quantile of "
+        f"{open_set.images} indexed images' leave-one-out match scores)"
+    )
     _report_skipped(bundle.failures, path / "skipped.csv")
     return bundle
 
@@ -629,7 +654,15 @@ def _print_recall(index, k: int, queries: int) -> None:
 
 
 def _format_result(result) -> str:
-    lines = [f"predicted: {result.predicted} (p={result.probabilities[result.predicted]:.3f})"]
+    best = result.characters[0]
+    if result.unknown:
+        lines = [
+            f"no close match: the closest is {best.label} at cosine {best.score:.3f}, below this bundle's "
+            f"threshold {result.unknown_threshold:.3f}; the answers below name the nearest, not a match"
+        ]
+    else:
+        lines = [f"match: {best.label} (cosine {best.score:.3f}, threshold {result.unknown_threshold:.3f})"]
+    lines.append(f"predicted: {result.predicted} (p={result.probabilities[result.predicted]:.3f})")
     lines.append(
         f"k-NN vote: {result.knn_predicted} ({result.knn_probabilities.get(result.knn_predicted, 0.0):.2f} of the vote)"
     )
@@ -647,7 +680,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "train":
         return EXIT_SKIPPED if _train(args.data_dir, args.out, args).failures else 0
     elif args.command == "search":
-        result = Bundle.load(args.bundle).query_files([args.image], k=args.k, n_characters=args.k)[0]
+        result = Bundle.load(args.bundle).query_files(
+            [args.image], k=args.k, n_characters=args.k, unknown_threshold=args.unknown_threshold
+        )[0]
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else _format_result(result))
     elif args.command == "evaluate":
         return EXIT_SKIPPED if _evaluate(args) else 0
@@ -679,7 +714,14 @@ def run(args: argparse.Namespace) -> int:
         options = _serve_options(args)
         from lookalike.app.ui import serve
 
-        serve(Bundle.load(args.bundle), options)
+        bundle = Bundle.load(args.bundle)
+        if bundle.thumbnails is None:
+            print(
+                f"{args.bundle} stores no thumbnails (written by an older lookalike): results will show no images; "
+                f"`lookalike reindex {args.bundle}` adds them",
+                file=sys.stderr,
+            )
+        serve(bundle, options)
     elif args.command == "demo":
         options = _serve_options(args)
         from lookalike.app.ui import serve
@@ -693,6 +735,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 bundle = Bundle.load(path)
                 print(f"reusing the demo bundle {path} (--retrain to train again)")
+                if bundle.thumbnails is None:  # written before bundles carried thumbnails
+                    bundle.save(path)
             except BundleError as error:
                 print(f"cannot reuse the demo bundle ({error}); training it again")
         if bundle is None:

@@ -74,11 +74,26 @@ def summary(bundle: Bundle) -> str:
 
 def _search_outputs(query_path: str, result: QueryResult, bundle: Bundle, files: ServedFiles) -> tuple:
     best = result.characters[0] if result.characters else None
-    best_caption = f"### Best match: **{best.label}** (cosine similarity {best.score:.3f})" if best else ""
+    if best is None:
+        best_caption = ""
+    elif result.unknown:
+        best_caption = (
+            f"### No close match. The closest is **{best.label}** (cosine similarity {best.score:.3f}, below "
+            f"this bundle's threshold {result.unknown_threshold:.3f})"
+        )
+    else:
+        best_caption = f"### Best match: **{best.label}** (cosine similarity {best.score:.3f})"
+    caveat = (
+        "\n\n**No close match**: the predicted character and the k-NN vote above name the *nearest* characters; "
+        "their percentages are not a certainty that this is one of them."
+        if result.unknown
+        else ""
+    )
     return (
         result.probabilities,
         result.knn_probabilities,
-        f"Nearest centroid: **{result.centroid_predicted}** (cosine {result.centroid_characters[0].score:.3f})",
+        f"Nearest centroid: **{result.centroid_predicted}** (cosine {result.centroid_characters[0].score:.3f})"
+        + caveat,
         query_path,
         files.thumbnail(bundle, best.id) if best else None,
         best_caption,

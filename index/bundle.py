@@ -51,6 +51,7 @@ from lookalike.embedder.runtime import RuntimeUnavailable, export_litert
 
 from .classifiers import NearestCentroidClassifier
 from .neighbors import knn_vote, nearest_classes
+from .open_set import DEFAULT_QUANTILE, OpenSetCalibration, calibrate
 from .projection import EmbeddingMap, MapConfig, compute_map, load_map, place_queries, save_map
 from lookalike.data.files import write_atomic
 from .search import INDEX_FILE, METADATA_FILE, VECTORS_FILE, EmbeddingIndex, Hit, IndexSpec
@@ -122,6 +123,11 @@ class QueryResult:
     centroid_characters : list of Hit
         Nearest class centroids, most similar first: ``score`` is the cosine similarity to the class
         centroid, ``path`` the class's most typical image (the one nearest its centroid).
+    unknown : bool
+        True when no indexed image is close enough: the best match's cosine similarity is below
+        ``unknown_threshold`` ("no close match"; the other fields then name the closest, not a match).
+    unknown_threshold : float
+        The bundle's calibrated threshold (see :mod:`lookalike.index.open_set`), cosine similarity.
     """
 
     predicted: str
@@ -131,6 +137,8 @@ class QueryResult:
     knn_predicted: str
     knn_probabilities: dict[str, float]
     centroid_characters: list[Hit]
+    unknown: bool = False
+    unknown_threshold: float = -1.0
 
     @property
     def centroid_predicted(self) -> str:
@@ -138,10 +146,13 @@ class QueryResult:
         return self.centroid_characters[0].label
 
     def to_dict(self) -> dict:
-        """JSON-serialisable form with keys predicted, probabilities, characters, neighbors, knn."""
+        """JSON-serialisable form with keys predicted, probabilities, unknown, unknown_threshold, characters,
+        neighbors, knn, centroid."""
         return {
             "predicted": self.predicted,
             "probabilities": self.probabilities,
+            "unknown": self.unknown,
+            "unknown_threshold": self.unknown_threshold,
             "characters": [hit.to_dict() for hit in self.characters],
             "neighbors": [hit.to_dict() for hit in self.neighbors],
             "knn": {"predicted": self.knn_predicted, "probabilities": self.knn_probabilities},
@@ -240,6 +251,7 @@ class Bundle:
         progress: bool = False,
         callbacks: Sequence = (),
         index_spec: IndexSpec = IndexSpec(),
+        open_set_quantile: float = DEFAULT_QUANTILE,
     ) -> Bundle:
         """Train an embedder on ``dataset`` and index every image of it that could be read.
 
@@ -257,6 +269,9 @@ class Bundle:
             Extra callbacks for every training phase.
         index_spec : IndexSpec
             FAISS index type and parameters (default: exact search for small datasets).
+        open_set_quantile : float
+            Share of the indexed images' own leave-one-out match scores that falls below the "no close match"
+            threshold (see :mod:`lookalike.index.open_set`).
 
         Raises
         ------
@@ -301,6 +316,7 @@ class Bundle:
                 "history": result.history,
                 "config": embedder.config.to_dict(),
             },
+            "open_set": calibrate(index, quantile=open_set_quantile).to_dict(),
             "versions": _package_versions(),
         }
         bundle = cls(embedder, index, manifest, log_dir=log_dir)
@@ -317,6 +333,14 @@ class Bundle:
             except (OSError, ValueError) as error:
                 logger.warning("bundle %s: thumbnails unreadable (%s)", self.path, error)
         return self._thumbnails
+
+    @property
+    def open_set(self) -> OpenSetCalibration:
+        """The "no close match" threshold: from the manifest, else (a bundle from before it was stored)
+        calibrated now with the default quantile."""
+        if "open_set" not in self.manifest:
+            self.manifest["open_set"] = calibrate(self.index).to_dict()
+        return OpenSetCalibration.from_dict(self.manifest["open_set"])
 
     def _write_thumbnails(self, directory: Path) -> None:
         """Write the thumbnail pack of every indexed image into ``directory``: those of the saved bundle are
@@ -341,7 +365,14 @@ class Bundle:
         return [DecodeFailure(Path(f["path"]), f["reason"]) for f in self.manifest["dataset"]["skipped"]]
 
     def query(
-        self, embeddings: np.ndarray, probabilities: np.ndarray, *, k: int = 5, n_characters: int = 5, knn_k: int = 10
+        self,
+        embeddings: np.ndarray,
+        probabilities: np.ndarray,
+        *,
+        k: int = 5,
+        n_characters: int = 5,
+        knn_k: int = 10,
+        unknown_threshold: float | None = None,
     ) -> list[QueryResult]:
         """Answer queries given their embeddings and softmax probabilities.
 
@@ -355,11 +386,15 @@ class Bundle:
             Number of nearest classes to return.
         knn_k : int
             Number of neighbours in the k-NN vote.
+        unknown_threshold : float, optional
+            Cosine similarity below which the best match counts as "no close match" (default: the bundle's
+            calibrated :attr:`open_set` threshold).
 
         Returns
         -------
         list of QueryResult, one per query
         """
+        threshold = self.open_set.threshold if unknown_threshold is None else float(unknown_threshold)
         pool = min(len(self.index), max(k, knn_k, CHARACTER_POOL))
         found = self.index.search(embeddings, pool)
         votes = knn_vote(found.labels[:, :knn_k], found.scores[:, :knn_k], len(self.class_names))
@@ -383,6 +418,8 @@ class Bundle:
                         for c in np.argsort(-centroid_similarity[row], kind="stable")[:n_characters]
                         if typical[c] >= 0
                     ],
+                    unknown=bool(found.scores[row, 0] < threshold),
+                    unknown_threshold=threshold,
                 )
             )
         return results
@@ -480,6 +517,7 @@ class Bundle:
             checked = [name for name in (*CHECKED_FILES, RUNTIME_FILE, *PACK_FILES) if (staging / name).is_file()]
             manifest = self.manifest | {
                 "index": self.index.spec.to_dict() | {"size": len(self.index), "metric": "inner_product"},
+                "open_set": calibrate(self.index, quantile=self.open_set.quantile).to_dict(),
                 "class_names": list(self.class_names),
                 "files": {name: _sha256(staging / name) for name in checked},
             }

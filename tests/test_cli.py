@@ -32,7 +32,7 @@ def test_search_text_output(bundle_path, small_dataset, capsys):
     _, queries = small_dataset
     assert main(["search", str(bundle_path), str(queries["123"][1]), "-k", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("predicted: ") and "nearest centroid: " in out
+    assert out.startswith(("match: 123", "no close match: ")) and "\npredicted: " in out and "nearest centroid: " in out
     assert "nearest characters (best-matching image):" in out and "nearest images:" in out
 
 

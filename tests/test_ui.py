@@ -95,3 +95,14 @@ def test_examples_are_thumbnails_of_different_classes(bundle, tmp_path):
     for path, image_id in zip(examples, ids):
         served, stored = decode_thumbnail(Path(path).read_bytes()), decode_thumbnail(pack.get(image_id))
         assert np.abs(served.astype(int) - stored.astype(int)).mean() < 3
+
+
+def test_an_unknown_query_is_answered_as_no_close_match(client, tmp_path):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(noise)
+    _, _, centroid, _, _, caption, *_ = client.predict(handle_file(str(noise)), 3, api_name="/search")
+    assert caption.startswith("### No close match. The closest is **")
+    assert "not a certainty" in centroid

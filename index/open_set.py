@@ -1,0 +1,95 @@
+"""Open set: does a query match any indexed character closely enough, or is it something the index has not seen?
+
+A query's **match score** is its cosine similarity to its most similar indexed image (the best image of the
+best-matching character). A query is *unknown* ("no close match") when that score is below a threshold
+calibrated per bundle: the ``quantile`` (default 5 %) of the match scores of the indexed images themselves,
+each searched leave-one-out (its own entry excluded), so that about ``1 - quantile`` of queries that look like
+the indexed images are accepted. This is the distance-to-nearest-training-sample rule of open-set
+recognition (e.g. Bendale & Boult 2015, arXiv:1511.06233, for the nearest-class-mean form), with the
+threshold set by a quantile of in-distribution scores as in out-of-distribution detection practice
+(Hendrycks & Gimpel 2017, arXiv:1610.02136).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .search import EmbeddingIndex
+
+#: Share of known queries allowed to fall below the threshold (flagged "no close match").
+DEFAULT_QUANTILE = 0.05
+#: Indexed images searched to calibrate (a seeded sample beyond this).
+CALIBRATION_SAMPLE = 5000
+
+
+@dataclass(frozen=True)
+class OpenSetCalibration:
+    """The bundle's "no close match" threshold and how it was set; stored in the manifest as ``open_set``.
+
+    Attributes
+    ----------
+    threshold : float
+        Cosine similarity in [-1, 1]: a query whose best match scores below it is unknown.
+    quantile : float
+        Share of the indexed images' own leave-one-out match scores below ``threshold``.
+    images : int
+        Indexed images searched to set it.
+    """
+
+    threshold: float
+    quantile: float
+    images: int
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> OpenSetCalibration:
+        """Inverse of :meth:`to_dict`."""
+        return cls(threshold=float(values["threshold"]), quantile=float(values["quantile"]), images=int(values["images"]))
+
+
+def leave_one_out_scores(index: EmbeddingIndex, *, sample: int = CALIBRATION_SAMPLE, seed: int = 0) -> np.ndarray:
+    """Match score of indexed images searched against the index without themselves.
+
+    Parameters
+    ----------
+    index : EmbeddingIndex
+    sample : int
+        At most this many images (a seeded random sample beyond it).
+    seed : int
+
+    Returns
+    -------
+    float32 ndarray of shape (m,)
+        Cosine similarity of each sampled image to its most similar *other* indexed image;
+        m = min(len(index), sample), 0 when the index holds fewer than two images.
+    """
+    n = len(index)
+    if n < 2:
+        return np.empty(0, dtype=np.float32)
+    rows = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    found = index.search(index.vectors[rows], 2)
+    own = found.ids == index.ids[rows][:, None]
+    # The best hit that is not the image itself (an exact duplicate may outrank it).
+    other = np.where(own[:, 0], found.scores[:, 1], found.scores[:, 0])
+    return other.astype(np.float32)
+
+
+def calibrate(index: EmbeddingIndex, *, quantile: float = DEFAULT_QUANTILE, seed: int = 0) -> OpenSetCalibration:
+    """Set the "no close match" threshold of ``index`` from its own images (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        ``quantile`` not in [0, 1), or fewer than two indexed images.
+    """
+    if not 0.0 <= quantile < 1.0:
+        raise ValueError(f"quantile must be in [0, 1); got {quantile}")
+    scores = leave_one_out_scores(index, seed=seed)
+    if not len(scores):
+        raise ValueError(f"calibrating the open-set threshold needs at least two indexed images; got {len(index)}")
+    return OpenSetCalibration(threshold=float(np.quantile(scores, quantile)), quantile=quantile, images=len(scores))

@@ -1,0 +1,71 @@
+"""'No close match': the threshold is calibrated leave-one-out on the indexed images and every answer carries it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.app.cli import main
+from lookalike.index import Bundle
+from lookalike.index.open_set import calibrate, leave_one_out_scores
+
+
+def test_leave_one_out_scores_equal_brute_force(bundle):
+    vectors = bundle.index.vectors
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    expected = similarity.max(axis=1)
+    np.testing.assert_allclose(leave_one_out_scores(bundle.index), expected, atol=1e-5)
+
+
+def test_threshold_is_the_quantile_of_the_indexed_images(bundle):
+    scores = leave_one_out_scores(bundle.index)
+    calibration = calibrate(bundle.index, quantile=0.1)
+    assert calibration.threshold == pytest.approx(float(np.quantile(scores, 0.1)))
+    assert np.mean(scores < calibration.threshold) <= 0.1 + 1 / len(scores)
+    assert calibrate(bundle.index, quantile=0.0).threshold == pytest.approx(float(scores.min()))
+    with pytest.raises(ValueError, match="quantile"):
+        calibrate(bundle.index, quantile=1.0)
+
+
+def test_training_stores_the_calibration_in_the_manifest(bundle):
+    stored = bundle.manifest["open_set"]
+    assert stored["quantile"] == 0.05 and stored["images"] == len(bundle.index)
+    assert stored["threshold"] == pytest.approx(calibrate(bundle.index).threshold, abs=1e-6)
+
+
+def test_answers_say_whether_the_best_match_is_close_enough(bundle, small_dataset, tmp_path):
+    _, queries = small_dataset
+    known = bundle.query_files([queries["cook"][0]], k=3)[0]
+    assert known.unknown_threshold == pytest.approx(bundle.open_set.threshold)
+    assert known.unknown == (known.characters[0].score < known.unknown_threshold)
+    score = known.characters[0].score
+    assert bundle.query_files([queries["cook"][0]], unknown_threshold=score + 1e-3)[0].unknown
+    assert not bundle.query_files([queries["cook"][0]], unknown_threshold=score - 1e-3)[0].unknown
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(noise)
+    assert bundle.query_files([noise])[0].unknown  # static is no character of the index
+
+
+def test_a_bundle_without_calibration_is_calibrated_on_load(bundle_path, tmp_path):
+    import shutil
+
+    old = tmp_path / "old.bundle"
+    shutil.copytree(bundle_path, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["open_set"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    loaded = Bundle.load(old)
+    assert loaded.open_set.threshold == pytest.approx(calibrate(loaded.index).threshold)
+
+
+def test_search_json_reports_unknown(bundle_path, small_dataset, capsys):
+    _, queries = small_dataset
+    assert main(["search", str(bundle_path), str(queries["arthur"][0]), "--json", "--unknown-threshold", "1.01"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["unknown"] is True and answer["unknown_threshold"] == pytest.approx(1.01)
+    assert main(["search", str(bundle_path), str(queries["arthur"][0])]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith(("match: ", "no close match: "))
