@@ -9,8 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 logger = logging.getLogger("lookalike")
 
 #: Exit codes: 0 done, 1 error (nothing written), 3 done but some input files were skipped (listed on stderr).
@@ -143,7 +141,7 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _index_spec(args: argparse.Namespace):
-    from lookalike.index import IndexSpec
+    from lookalike.index.search import IndexSpec
 
     return IndexSpec(
         type=args.index,
@@ -229,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train an embedder, embed every image and write a bundle")
+    train.set_defaults(handler=_train)
     train.add_argument(
         "data_dir", metavar="DATA_DIR", type=Path, help="DATA_DIR/<class>/<image>, or with train/ and val/ sub-folders"
     )
@@ -239,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_options(train)
 
     search = commands.add_parser("search", help="find the look-alikes of an image")
+    search.set_defaults(handler=_search)
     search.add_argument("bundle", metavar="BUNDLE", type=Path)
     search.add_argument("image", metavar="IMAGE", type=Path)
     search.add_argument("-k", type=int, default=5, help="number of nearest images and characters (default %(default)s)")
@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="score the softmax head, k-NN and nearest centroid; write BUNDLE/report/"
     )
+    evaluate.set_defaults(handler=_evaluate)
     evaluate.add_argument("bundle", metavar="BUNDLE", type=Path)
     evaluate.add_argument(
         "data_dir",
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--knn-k", type=int, default=10, help="neighbours in the k-NN vote (default %(default)s)")
 
     split = commands.add_parser("split", help="write a few-shot train/ + test/ split of a dataset")
+    split.set_defaults(handler=_split)
     split.add_argument("data_dir", metavar="DATA_DIR", type=Path)
     split.add_argument("out_dir", metavar="OUT_DIR", type=Path)
     split.add_argument(
@@ -272,12 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--copy", action="store_true", help="copy files instead of symlinking them")
 
     compare = commands.add_parser("compare", help="one table and bar chart of several evaluated bundles")
+    compare.set_defaults(handler=_compare)
     compare.add_argument("bundles", metavar="BUNDLE", type=Path, nargs="+")
     compare.add_argument("--out", type=Path, default=Path("compare.png"), help="bar chart file (default %(default)s)")
 
     map_ = commands.add_parser(
         "map", help="draw a UMAP or t-SNE map of a bundle's embeddings, optionally with a query on it"
     )
+    map_.set_defaults(handler=_map)
     map_.add_argument("bundle", metavar="BUNDLE", type=Path)
     map_.add_argument(
         "--out", type=Path, default=Path("map.html"), help="map.html (interactive) or map.png (default %(default)s)"
@@ -287,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     map_.add_argument("--query", type=Path, metavar="IMAGE", help="place this image on the map with its nearest images")
 
     audit = commands.add_parser("audit", help="rank suspected label errors and outliers")
+    audit.set_defaults(handler=_audit)
     audit.add_argument("bundle", metavar="BUNDLE", type=Path)
     audit.add_argument("--top", type=int, default=20, help="how many suspects to list (default %(default)s)")
     audit.add_argument("--csv", type=Path, metavar="FILE", help="write every image's audit numbers to this CSV file")
@@ -294,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed = commands.add_parser(
         "embed", help="embed image files or folders of any size into a folder of embedding parts (resumable)"
     )
+    embed.set_defaults(handler=_embed)
     embed.add_argument("bundle", metavar="BUNDLE", type=Path, help="bundle whose embedder to use")
     embed.add_argument(
         "paths", metavar="PATH", type=Path, nargs="+", help="image files or folders (searched recursively)"
@@ -304,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(embed)
 
     add = commands.add_parser("add", help="embed more images and add them to a bundle's index (no retraining)")
+    add.set_defaults(handler=_add)
     add.add_argument("bundle", metavar="BUNDLE", type=Path)
     add.add_argument(
         "paths", metavar="PATH", type=Path, nargs="+", help="image files or folders (searched recursively)"
@@ -314,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(add)
 
     remove = commands.add_parser("remove", help="remove images from a bundle's index by id or by path")
+    remove.set_defaults(handler=_remove)
     remove.add_argument("bundle", metavar="BUNDLE", type=Path)
     remove.add_argument(
         "items", metavar="ID|PATH", nargs="+", help="image ids (as `search --json` shows them), files or folders"
@@ -322,12 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     reindex = commands.add_parser(
         "reindex", help="rebuild a bundle's index as another type (flat, hnsw, ivf) and report its recall@10"
     )
+    reindex.set_defaults(handler=_reindex)
     reindex.add_argument("bundle", metavar="BUNDLE", type=Path)
     _add_index_options(reindex)
 
     recall = commands.add_parser(
         "recall", help="recall@k of a bundle's index against exact search, and milliseconds per query"
     )
+    recall.set_defaults(handler=_recall)
     recall.add_argument("bundle", metavar="BUNDLE", type=Path)
     recall.add_argument("-k", type=int, default=10, help="neighbours compared (default %(default)s)")
     recall.add_argument(
@@ -335,12 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     serve = commands.add_parser("serve", help="start the web app for a bundle")
+    serve.set_defaults(handler=_serve)
     serve.add_argument("bundle", metavar="BUNDLE", type=Path)
     _add_serve_options(serve)
 
     demo = commands.add_parser(
         "demo", help="train on the embedded characters (or reuse that bundle) and start the web app"
     )
+    demo.set_defaults(handler=_demo)
     demo.add_argument(
         "--bundle", type=Path, default=None, help=f"demo bundle directory (default {default_demo_bundle()})"
     )
@@ -351,10 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(data_dir: Path, out: Path, args: argparse.Namespace):
+def _train_bundle(data_dir: Path, out: Path, args: argparse.Namespace):
+    """Train and save a bundle as the arguments say; print what was done. Returns the saved bundle, loaded."""
+    from lookalike.bundle import Bundle
     from lookalike.data import load_folder
     from lookalike.embedder.config import EmbedderConfig
-    from lookalike.index import Bundle
 
     dataset = load_folder(data_dir, val_fraction=args.val_fraction, seed=args.seed)
     print(f"dataset {dataset.root}: {dataset.summary()}")
@@ -370,7 +383,7 @@ def _train(data_dir: Path, out: Path, args: argparse.Namespace):
         patience=args.patience,
         seed=args.seed,
     )
-    bundle = Bundle.train(
+    trained = Bundle.train(
         dataset,
         config=config,
         weights=args.weights,
@@ -378,9 +391,10 @@ def _train(data_dir: Path, out: Path, args: argparse.Namespace):
         index_spec=_index_spec(args),
         open_set_quantile=args.open_set_quantile,
     )
-    path = bundle.save(out)
-    training = bundle.manifest["training"]
-    accuracy = training["val_accuracy"]
+    path = trained.save(out)
+    bundle = Bundle.load(path)  # answers with the exported runtime, like every later use of the bundle
+    training = bundle.manifest.training
+    accuracy = bundle.manifest.val_accuracy
     phases = ", ".join(f"{phase.replace('_', ' ')} {n} epochs" for phase, n in training["phase_epochs"].items())
     print(f"trained: {phases}; " + (f"validation accuracy {accuracy:.3f}" if accuracy is not None else "no val split"))
     print(f"bundle with {len(bundle.index)} images written to {path}")
@@ -393,8 +407,12 @@ def _train(data_dir: Path, out: Path, args: argparse.Namespace):
     return bundle
 
 
-def _report_skipped(failures, listing: Path | None = None) -> None:
-    """Print every skipped file with its reason on stderr, after the run's own output."""
+def _train(args: argparse.Namespace) -> int:
+    return EXIT_SKIPPED if _train_bundle(args.data_dir, args.out, args).failures else 0
+
+
+def _report_skipped(failures, listing: Path | None = None) -> int:
+    """Print every skipped file with its reason on stderr, after the run's own output; returns the exit code."""
     if failures:
         print(
             f"\n{len(failures)} unreadable files were skipped" + (f" (listed in {listing})" if listing else "") + ":",
@@ -402,63 +420,61 @@ def _report_skipped(failures, listing: Path | None = None) -> None:
         )
         for failure in failures:
             print(f"  {failure.path}: {failure.reason}", file=sys.stderr)
+    return EXIT_SKIPPED if failures else 0
 
 
-def _evaluate(args: argparse.Namespace) -> tuple:
+def _search(args: argparse.Namespace) -> int:
+    from lookalike.bundle import Bundle
+
+    result = Bundle.load(args.bundle).query_files(
+        [args.image], k=args.k, n_characters=args.k, unknown_threshold=args.unknown_threshold
+    )[0]
+    print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else _format_result(result))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from lookalike.app.report import CLASSIFIER_TITLES, write_report
+    from lookalike.bundle import Bundle, evaluate
     from lookalike.data import load_folder
-    from lookalike.index import Bundle
-    from lookalike.index.evaluation import evaluate
 
     bundle = Bundle.load(args.bundle)
     dataset = load_folder(args.data_dir, val_fraction=0.0) if args.data_dir else None
     evaluation = evaluate(bundle, dataset, knn_k=args.knn_k, progress=True)
     print(
-        f"{len(evaluation.y_true)} queries from the {evaluation.source}; k-NN and centroids fitted on {evaluation.n_reference} train images"
+        f"{len(evaluation.y_true)} queries from the {evaluation.source}; k-NN and centroids fitted on "
+        f"{evaluation.n_reference} train images"
     )
-    print(f"{'classifier':<18} {'accuracy':>9} {'macro-F1':>9}")
-    for name, scores in evaluation.scores.items():
-        print(f"{CLASSIFIER_TITLES[name]:<18} {scores.accuracy:>9.3f} {scores.macro_f1:>9.3f}")
+    table = evaluation.to_frame()
+    table["classifier"] = table["classifier"].map(CLASSIFIER_TITLES)
+    print(table.to_string(index=False, float_format="{:.3f}".format))
     folder = write_report(args.bundle, evaluation, bundle.manifest)
     print(f"report, confusion matrices and training curves written to {folder}")
-    _report_skipped(evaluation.failures)
-    return evaluation.failures
+    return _report_skipped(evaluation.failures)
 
 
-def _compare(args: argparse.Namespace) -> None:
-    from lookalike.app.report import CLASSIFIERS, comparison_figure, read_report
+def _split(args: argparse.Namespace) -> int:
+    from lookalike.data.split import few_shot_split
 
-    runs, rows = {}, []
-    for path in args.bundles:
-        report = read_report(path)
-        if report is None:
-            raise FileNotFoundError(f"{path} has no report yet: run `lookalike evaluate {path}` first")
-        config = report.get("config") or {}
-        name = path.name
-        runs[name] = report["summary"]
-        rows.append(
-            (
-                name,
-                config.get("backbone", "?"),
-                config.get("fine_tune_blocks", "?"),
-                report.get("training_seconds"),
-                report["summary"],
-            )
-        )
-    header = f"{'bundle':<28} {'backbone':<13} {'tuned':>5} {'train s':>8} " + " ".join(
-        f"{c + ' acc':>12} {c + ' F1':>11}" for c in CLASSIFIERS
-    )
-    print(header)
-    for name, backbone, blocks, seconds, summary in rows:
-        cells = " ".join(f"{summary[c]['accuracy']:>12.3f} {summary[c]['macro_f1']:>11.3f}" for c in CLASSIFIERS)
-        print(f"{name:<28} {backbone:<13} {blocks!s:>5} {seconds if seconds is not None else '-':>8} {cells}")
+    counts = few_shot_split(args.data_dir, args.out_dir, per_class=args.per_class, seed=args.seed, copy=args.copy)
+    print(f"wrote {counts['train']} train and {counts['test']} test images to {args.out_dir}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from lookalike.app.report import comparison_figure, comparison_table
+
+    table, runs = comparison_table(args.bundles)
+    print(table.to_string(index=False, float_format="{:.3f}".format))
     comparison_figure(runs).savefig(args.out, dpi=110)
     print(f"bar chart written to {args.out}")
+    return 0
 
 
-def _map(args: argparse.Namespace) -> None:
+def _map(args: argparse.Namespace) -> int:
     from lookalike.app.maps import map_figure, map_png, place_image
-    from lookalike.index import Bundle, MapConfig
+    from lookalike.bundle import Bundle
+    from lookalike.index import MapConfig
 
     bundle = Bundle.load(args.bundle)
     embedding_map = bundle.embedding_map(MapConfig(method=args.method, dims=args.dims))
@@ -468,176 +484,98 @@ def _map(args: argparse.Namespace) -> None:
     else:
         map_figure(bundle, embedding_map, query=query).write_html(args.out, include_plotlyjs=True)
     print(f"{embedding_map.config.name} map of {len(embedding_map.coordinates)} images written to {args.out}")
+    return 0
 
 
-def _audit(args: argparse.Namespace) -> None:
-    import csv
-
-    from lookalike.index import Bundle, audit, imagenet_features
+def _audit(args: argparse.Namespace) -> int:
+    from lookalike.bundle import Bundle, audit_bundle
 
     bundle = Bundle.load(args.bundle)
-    result = audit(imagenet_features(bundle, progress=True))
-    records, names = bundle.index.records, result.class_names
-    knn, softmax = result.predicted("knn"), result.predicted("softmax")
-    print(
-        f"{'rank':>4} {'suspicion':>9} {'margin':>7}  {'label':<20} {'k-NN says':<20} {'softmax says':<20} outlier  path"
-    )
-    for rank, i in enumerate(result.ranking()[: args.top], 1):
-        print(
-            f"{rank:>4} {result.suspicion[i]:>9.3f} {result.margin[i]:>7.3f}  {records[i].label:<20} "
-            f"{names[knn[i]]:<20} {names[softmax[i]]:<20} {'yes' if result.outlier[i] else '':<7}  {records[i].path}"
-        )
+    result, features = audit_bundle(bundle, progress=True)
+    table = result.to_frame(features)
+    shown = table.head(args.top)[
+        ["suspicion", "margin", "label", "knn_predicted", "softmax_predicted", "outlier", "path"]
+    ].rename(columns={"knn_predicted": "k-NN says", "softmax_predicted": "softmax says"})
+    shown.insert(0, "rank", range(1, len(shown) + 1))
+    print(shown.to_string(index=False, float_format="{:.3f}".format))
     print(f"\n{int(result.outlier.sum())} outliers (distance to the nearest centroid > {result.outlier_threshold:.3f})")
     print("loosest classes (mean cosine distance to their centroid):")
     for name, spread in list(result.class_spread().items())[:5]:
         print(f"  {name:<24} {spread:.3f}")
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(
-                [
-                    "id",
-                    "path",
-                    "label",
-                    "suspicion",
-                    "own_distance",
-                    "other_distance",
-                    "nearest_other",
-                    "margin",
-                    "knn_predicted",
-                    "softmax_predicted",
-                    "centroid_predicted",
-                    "outlier",
-                ]
-            )
-            centroid = result.predicted("centroid")
-            for i in result.ranking():
-                writer.writerow(
-                    [
-                        int(bundle.index.ids[i]),
-                        records[i].path,
-                        records[i].label,
-                        f"{result.suspicion[i]:.4f}",
-                        f"{result.own_distance[i]:.4f}",
-                        f"{result.other_distance[i]:.4f}",
-                        names[result.nearest_other[i]],
-                        f"{result.margin[i]:.4f}",
-                        names[knn[i]],
-                        names[softmax[i]],
-                        names[centroid[i]],
-                        bool(result.outlier[i]),
-                    ]
-                )
-        print(f"audit of {len(records)} images written to {args.csv}")
+        table.to_csv(args.csv, index=False, float_format="%.4f")
+        print(f"audit of {len(table)} images written to {args.csv}")
+    return 0
 
 
-def _files(args: argparse.Namespace):
-    """Records of the image files named by ``args.paths``, labelled by ``args.label`` or their folder name."""
-    from lookalike.data import ImageRecord, find_images
+def _job(args: argparse.Namespace):
+    from lookalike.bundle import EmbeddingJob
 
-    label = getattr(args, "label", None)
-    return [ImageRecord(path, label or path.parent.name, "added") for path in find_images(args.paths)]
+    return EmbeddingJob(
+        engine=args.engine, ray_address=args.ray_address, actors=args.actors, chunk_size=args.chunk_size, progress=True
+    )
 
 
-def _stream(bundle, records, store, args: argparse.Namespace):
-    """Embed ``records`` into ``store`` with the engine the arguments ask for; print what it did."""
-    if args.engine == "ray":
-        from lookalike.embedder.ray_engine import embed_to_store_on_ray
-
-        summary = embed_to_store_on_ray(
-            bundle.path,
-            records,
-            store,
-            address=args.ray_address,
-            actors=args.actors,
-            chunk_size=args.chunk_size,
-            progress=True,
-        )
-    else:
-        from lookalike.embedder.stream import embed_to_store
-
-        summary = embed_to_store(bundle.embedder, records, store, chunk_size=args.chunk_size, progress=True)
+def _print_embedding(summary) -> None:
     resumed = f"; {summary.resumed} were already done (resumed)" if summary.resumed else ""
     print(f"embedded {summary.embedded} images at {summary.images_per_second:.0f} images/s{resumed}")
-    return summary
 
 
-def _embed(args: argparse.Namespace):
+def _embed(args: argparse.Namespace) -> int:
+    from lookalike.bundle import Bundle
+    from lookalike.bundle.updates import embed_into_store, records_of
     from lookalike.embedder.stream import EmbeddingStore
-    from lookalike.index import Bundle
 
-    bundle = Bundle.load(args.bundle)
     store = EmbeddingStore(args.out)
-    summary = _stream(bundle, _files(args), store, args)
+    summary = embed_into_store(Bundle.load(args.bundle), records_of(args.paths), store, _job(args))
+    _print_embedding(summary)
     print(f"{len(store.part_files())} part files in {args.out}")
-    _report_skipped(summary.failures)
-    return summary.failures
+    return _report_skipped(summary.failures)
 
 
-def _add(args: argparse.Namespace):
-    import shutil
-
-    import numpy as np
-
-    from lookalike.embedder.stream import EmbeddingStore
-    from lookalike.index import Bundle
+def _add(args: argparse.Namespace) -> int:
+    from lookalike.bundle import Bundle, add_files
 
     bundle = Bundle.load(args.bundle)
-    indexed = {str(r.path) for r in bundle.index.records}
-    records = _files(args)
-    new = [r for r in records if str(r.path) not in indexed]
-    if len(new) < len(records):
-        print(f"{len(records) - len(new)} of {len(records)} files are already in the bundle; skipped")
-    # Embeddings wait beside the bundle until they are in it: a killed add resumes from there.
-    work = bundle.path.parent / f".{bundle.path.name}.adding"
-    store = EmbeddingStore(work)
-    summary = _stream(bundle, new, store, args)
-    embedded = store.read() if store.part_files() else None
-    if embedded is not None:
-        keep = [i for i, r in enumerate(embedded.records) if str(r.path) not in indexed]
-        classes = set(bundle.class_names)
-        ids = bundle.index.add(embedded.embeddings[np.array(keep, dtype=np.int64)], [embedded.records[i] for i in keep])
-        if len(ids):
-            bundle.save(bundle.path)
-            new_classes = [c for c in bundle.class_names if c not in classes]
-            print(
-                f"added {len(ids)} images (ids {ids[0]}-{ids[-1]}); the index holds {len(bundle.index)} images"
-                + (f"; new classes (k-NN and centroids only): {', '.join(new_classes)}" if new_classes else "")
-            )
-    shutil.rmtree(work)
-    _report_skipped(summary.failures)
-    return summary.failures
+    result = add_files(bundle, args.paths, label=args.label, job=_job(args))
+    if result.already_indexed:
+        print(f"{result.already_indexed} of {result.files} files are already in the bundle; skipped")
+    _print_embedding(result.embedding)
+    if len(result.ids):
+        print(
+            f"added {len(result.ids)} images (ids {result.ids[0]}-{result.ids[-1]}); the index holds "
+            f"{len(bundle.index)} images"
+            + (f"; new classes (k-NN and centroids only): {', '.join(result.new_classes)}" if result.new_classes else "")
+        )
+    return _report_skipped(result.failures)
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from lookalike.index import Bundle
+    from lookalike.bundle import Bundle, remove_paths
 
     bundle = Bundle.load(args.bundle)
-    ids, unmatched = set(), []
-    for item in args.items:
-        if item.isdigit():
-            ids.add(int(item))
-            continue
-        path = Path(item).expanduser().resolve()
-        matched = {
-            int(i) for i, r in zip(bundle.index.ids, bundle.index.records) if r.path == path or path in r.path.parents
-        }
-        ids |= matched
-        if not matched:
-            unmatched.append(item)
-    if unmatched:
-        print(
-            f"lookalike: error: no indexed image is or is under: {', '.join(unmatched)}; nothing removed",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
     try:
-        bundle.index.remove(sorted(ids))
+        removed = remove_paths(bundle, args.items)
     except KeyError as error:
         print(f"lookalike: error: {error.args[0]}; nothing removed", file=sys.stderr)
         return EXIT_ERROR
-    bundle.save(bundle.path)
-    print(f"removed {len(ids)} images; the index holds {len(bundle.index)} images")
+    print(f"removed {removed} images; the index holds {len(bundle.index)} images")
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from lookalike.bundle import Bundle, reindex
+
+    bundle = Bundle.load(args.bundle)
+    reindex(bundle, _index_spec(args))
+    _print_recall(bundle.index, 10, 1000)
+    return 0
+
+
+def _recall(args: argparse.Namespace) -> int:
+    from lookalike.bundle import Bundle
+
+    _print_recall(Bundle.load(args.bundle).index, args.k, args.queries)
     return 0
 
 
@@ -651,6 +589,45 @@ def _print_recall(index, k: int, queries: int) -> None:
         + f": recall@{k} {recall:.3f} against exact search over {min(queries, len(index))} stored embeddings as queries; "
         f"{index_ms:.3f} ms per query (exact: {exact_ms:.3f} ms)"
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    options = _serve_options(args)
+    from lookalike.app.ui import serve
+    from lookalike.bundle import Bundle
+
+    bundle = Bundle.load(args.bundle)
+    if bundle.thumbnails is None:
+        print(
+            f"{args.bundle} stores no thumbnails (written by an older lookalike): results will show no images; "
+            f"`lookalike reindex {args.bundle}` adds them",
+            file=sys.stderr,
+        )
+    serve(bundle, options)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    options = _serve_options(args)
+    from lookalike.app.ui import serve
+    from lookalike.bundle import Bundle, BundleError
+    from lookalike.data import DEFAULT_DATASET
+
+    path = args.bundle or default_demo_bundle()
+    bundle = None
+    if path.is_dir() and not args.retrain:
+        try:
+            bundle = Bundle.load(path)
+            print(f"reusing the demo bundle {path} (--retrain to train again)")
+            if bundle.thumbnails is None:  # written before bundles carried thumbnails
+                bundle.save(path)
+        except BundleError as error:
+            print(f"cannot reuse the demo bundle ({error}); training it again")
+    if bundle is None:
+        bundle = _train_bundle(DEFAULT_DATASET, path, args)
+    print(f"open http://{args.host}:{args.port} (Ctrl+C stops)")
+    serve(bundle, options)
+    return 0
 
 
 def _format_result(result) -> str:
@@ -674,91 +651,20 @@ def _format_result(result) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    from lookalike.index import Bundle
-
-    if args.command == "train":
-        return EXIT_SKIPPED if _train(args.data_dir, args.out, args).failures else 0
-    elif args.command == "search":
-        result = Bundle.load(args.bundle).query_files(
-            [args.image], k=args.k, n_characters=args.k, unknown_threshold=args.unknown_threshold
-        )[0]
-        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else _format_result(result))
-    elif args.command == "evaluate":
-        return EXIT_SKIPPED if _evaluate(args) else 0
-    elif args.command == "split":
-        from lookalike.data.split import few_shot_split
-
-        counts = few_shot_split(args.data_dir, args.out_dir, per_class=args.per_class, seed=args.seed, copy=args.copy)
-        print(f"wrote {counts['train']} train and {counts['test']} test images to {args.out_dir}")
-    elif args.command == "compare":
-        _compare(args)
-    elif args.command == "map":
-        _map(args)
-    elif args.command == "audit":
-        _audit(args)
-    elif args.command == "embed":
-        return EXIT_SKIPPED if _embed(args) else 0
-    elif args.command == "add":
-        return EXIT_SKIPPED if _add(args) else 0
-    elif args.command == "remove":
-        return _remove(args)
-    elif args.command == "reindex":
-        bundle = Bundle.load(args.bundle)
-        bundle.index = bundle.index.rebuild(_index_spec(args))
-        bundle.save(bundle.path)
-        _print_recall(bundle.index, 10, 1000)
-    elif args.command == "recall":
-        _print_recall(Bundle.load(args.bundle).index, args.k, args.queries)
-    elif args.command == "serve":
-        options = _serve_options(args)
-        from lookalike.app.ui import serve
-
-        bundle = Bundle.load(args.bundle)
-        if bundle.thumbnails is None:
-            print(
-                f"{args.bundle} stores no thumbnails (written by an older lookalike): results will show no images; "
-                f"`lookalike reindex {args.bundle}` adds them",
-                file=sys.stderr,
-            )
-        serve(bundle, options)
-    elif args.command == "demo":
-        options = _serve_options(args)
-        from lookalike.app.ui import serve
-        from lookalike.data import DEFAULT_DATASET
-
-        from lookalike.index import BundleError
-
-        path = args.bundle or default_demo_bundle()
-        bundle = None
-        if path.is_dir() and not args.retrain:
-            try:
-                bundle = Bundle.load(path)
-                print(f"reusing the demo bundle {path} (--retrain to train again)")
-                if bundle.thumbnails is None:  # written before bundles carried thumbnails
-                    bundle.save(path)
-            except BundleError as error:
-                print(f"cannot reuse the demo bundle ({error}); training it again")
-        if bundle is None:
-            bundle = _train(DEFAULT_DATASET, path, args)
-        print(f"open http://{args.host}:{args.port} (Ctrl+C stops)")
-        serve(bundle, options)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lookalike`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     from lookalike.app.server import ServeError
+    from lookalike.bundle import BundleError
     from lookalike.data import DatasetError, ImageDecodeError
     from lookalike.embedder import BackboneWeightsError, RayUnavailable, TrainingError
-    from lookalike.index import BundleError
 
     try:
-        return run(args)
+        return args.handler(args)
     except (
         BackboneWeightsError,
         BundleError,

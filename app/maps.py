@@ -9,8 +9,9 @@ import numpy as np
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
-from lookalike.data import load_image
-from lookalike.index import Bundle, EmbeddingMap
+from ..data import load_image
+from ..bundle import Bundle
+from ..index.projection import EmbeddingMap
 
 #: Above this many classes the legend is hidden (colours repeat; hover names the class).
 MAX_LEGEND_CLASSES = 30

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from lookalike.index.evaluation import CLASSIFIERS, Evaluation
-from lookalike.data.files import write_atomic
+from ..data.files import write_atomic
+from ..index.evaluation import CLASSIFIERS, Evaluation
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.json"
@@ -85,7 +85,7 @@ def comparison_figure(runs: dict[str, dict[str, dict[str, float]]], metric: str 
     return fig
 
 
-def write_report(bundle_dir: str | os.PathLike, evaluation: Evaluation, manifest: dict) -> Path:
+def write_report(bundle_dir: str | os.PathLike, evaluation: Evaluation, manifest) -> Path:
     """Write ``report.json``, ``confusion_<classifier>.png`` and ``curves.png`` into ``BUNDLE/report/``.
 
     Returns
@@ -95,7 +95,7 @@ def write_report(bundle_dir: str | os.PathLike, evaluation: Evaluation, manifest
     """
     folder = Path(bundle_dir) / REPORT_DIR
     folder.mkdir(exist_ok=True)
-    training = manifest.get("training", {})
+    training = manifest.training
     payload = evaluation.to_dict() | {
         "bundle": str(Path(bundle_dir).resolve()),
         "config": training.get("config"),
@@ -113,3 +113,38 @@ def read_report(bundle_dir: str | os.PathLike) -> dict | None:
     """The bundle's ``report/report.json``, or None if it has not been evaluated."""
     path = Path(bundle_dir) / REPORT_DIR / REPORT_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def comparison_table(bundle_dirs: list[Path]):
+    """The evaluation summaries of several bundles as one table, and the runs for :func:`comparison_figure`.
+
+    Returns
+    -------
+    (pandas.DataFrame, dict)
+        Columns ``bundle, backbone, tuned, train_s`` and ``<classifier> acc``, ``<classifier> F1`` per
+        classifier; and ``{bundle name: summary}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A bundle has not been evaluated yet (the message says the command to run).
+    """
+    import pandas as pd
+
+    runs, rows = {}, []
+    for path in bundle_dirs:
+        report = read_report(path)
+        if report is None:
+            raise FileNotFoundError(f"{path} has no report yet: run `lookalike evaluate {path}` first")
+        config = report.get("config") or {}
+        runs[path.name] = summary = report["summary"]
+        row = {
+            "bundle": path.name,
+            "backbone": config.get("backbone", "?"),
+            "tuned": config.get("fine_tune_blocks", "?"),
+            "train_s": report.get("training_seconds"),
+        }
+        for c in CLASSIFIERS:
+            row[f"{c} acc"], row[f"{c} F1"] = summary[c]["accuracy"], summary[c]["macro_f1"]
+        rows.append(row)
+    return pd.DataFrame(rows), runs

@@ -24,12 +24,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lookalike.data import ImageDecodeError
-from lookalike.data.files import write_atomic
-from lookalike.data.thumbnails import PACK_FILE, decode_thumbnail, encode_thumbnail
+from ..data import ImageDecodeError
+from ..data.files import write_atomic
+from ..data.thumbnails import PACK_FILE, decode_thumbnail, encode_thumbnail
 
 if TYPE_CHECKING:  # importing the bundle starts TensorFlow: not for the CLI's start-up checks
-    from lookalike.index import Bundle, Hit
+    from ..bundle import Bundle
+    from ..index.search import Hit
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class BundleRegistry:
             if bundle is not None:
                 self._loaded.move_to_end(key)
                 return bundle
-        from lookalike.index import Bundle
+        from ..bundle import Bundle
 
         bundle = Bundle.load(self._paths[key])  # evicted earlier: read it again from the workspace
         with self._lock:
@@ -193,7 +194,7 @@ class ServedFiles:
 
     @staticmethod
     def _key(bundle: Bundle) -> str | None:
-        digest = bundle.manifest.get("files", {}).get(PACK_FILE)
+        digest = bundle.manifest.files.get(PACK_FILE)
         return digest[:24] if isinstance(digest, str) and digest.isalnum() else None
 
     def thumbnail(self, bundle: Bundle, image_id: int) -> str | None:

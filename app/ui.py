@@ -7,25 +7,23 @@ views and calls the library.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
+import numpy as np
+import pandas as pd
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from lookalike.app.maps import map_figure, place_image  # noqa: E402
-from lookalike.app.report import CLASSIFIER_TITLES, confusion_figure, curves_figure  # noqa: E402
-from lookalike.app.server import BundleRegistry, ServedFiles, ServeError, ServeOptions, new_name, under  # noqa: E402
-from lookalike.data import DatasetError, ImageDecodeError, load_folder  # noqa: E402
-from lookalike.data.archive import ArchiveError, extract_dataset_zip  # noqa: E402
-from lookalike.embedder.config import EmbedderConfig  # noqa: E402
-from lookalike.index import Bundle, BundleError, MapConfig, QueryResult, audit, imagenet_features  # noqa: E402
-from lookalike.index.evaluation import CLASSIFIERS, evaluate  # noqa: E402
+from ..bundle import Bundle, BundleError, QueryResult, audit_bundle, evaluate
+from ..data import DatasetError, ImageDecodeError, load_folder
+from ..data.archive import ArchiveError, extract_dataset_zip
+from ..embedder.config import EmbedderConfig
+from ..index.evaluation import CLASSIFIERS
+from ..index.projection import MapConfig
+from .maps import map_figure, place_image
+from .report import CLASSIFIER_TITLES, confusion_figure, curves_figure
+from .server import BundleRegistry, ServedFiles, ServeError, ServeOptions, new_name, under
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +60,11 @@ def query_image(**options) -> gr.Image:
 def summary(bundle: Bundle) -> str:
     """One Markdown line describing ``bundle`` (no server paths)."""
     manifest = bundle.manifest
-    accuracy = manifest.get("training", {}).get("val_accuracy")
+    accuracy = manifest.val_accuracy
     accuracy_text = f", validation accuracy {accuracy:.3f}" if accuracy is not None else ""
     return (
         f"**{len(bundle.class_names)} characters, {len(bundle.index)} indexed images**, "
-        f"{manifest['backbone']} backbone, {manifest['embedding_dim']}-d embeddings{accuracy_text}"
+        f"{manifest.backbone} backbone, {manifest.embedding_dim}-d embeddings{accuracy_text}"
         + (f" · bundle `{bundle.path.name}`" if bundle.path else "")
         + ("" if bundle.thumbnails is not None else " · *this bundle stores no thumbnails: results show no images*")
     )
@@ -161,7 +159,7 @@ def _evaluate_view(registry: BundleRegistry, session: gr.State) -> None:
             [CLASSIFIER_TITLES[name], round(s.accuracy, 4), round(s.macro_f1, 4)]
             for name, s in evaluation.scores.items()
         ]
-        training = bundle.manifest.get("training", {})
+        training = bundle.manifest.training
         curves = (
             curves_figure(training["history"], training.get("phase_epochs", {})) if training.get("history") else None
         )
@@ -243,7 +241,7 @@ def _train_view(registry: BundleRegistry, options: ServeOptions, session: gr.Sta
         if "error" in outcome:
             raise gr.Error(f"Training failed ({type(outcome['error']).__name__}); the server log has the details.")
         bundle = outcome["bundle"]
-        accuracy = bundle.manifest["training"]["val_accuracy"]
+        accuracy = bundle.manifest.val_accuracy
         done = f"Done: bundle `{out.name}` is now what this browser session searches (other users keep theirs)" + (
             f"; validation accuracy {accuracy:.3f}." if accuracy is not None else "."
         )
@@ -313,24 +311,23 @@ def _audit_view(registry: BundleRegistry, files: ServedFiles, session: gr.State)
 
     def run(top: float, key: str | None):
         bundle = registry.get(key)
-        result = audit(imagenet_features(bundle))
+        result, features = audit_bundle(bundle)
         records, names = bundle.index.records, result.class_names
         knn = result.predicted("knn")
         ranked = result.ranking()[: int(top)]
-        table = [
-            [
-                int(bundle.index.ids[i]),
-                round(float(result.suspicion[i]), 3),
-                round(float(result.margin[i]), 3),
-                records[i].label,
-                names[knn[i]],
-                "yes" if result.outlier[i] else "",
-                records[i].path.name,
-            ]
-            for i in ranked
-        ]
-        confusion = np.zeros((len(names), len(names)), dtype=np.int64)
-        np.add.at(confusion, (result.labels, knn), 1)
+        frame = result.to_frame(features).head(int(top))
+        table = pd.DataFrame(
+            {
+                "id": frame["id"],
+                "suspicion": frame["suspicion"].round(3),
+                "margin": frame["margin"].round(3),
+                "label": frame["label"],
+                "k-NN says": frame["knn_predicted"],
+                "outlier": frame["outlier"].map({True: "yes", False: ""}),
+                "file": [Path(p).name for p in frame["path"]],
+            }
+        )
+        confusion = result.confusion("knn")
         spread = [[name, round(value, 3)] for name, value in list(result.class_spread().items())[:10]]
         note = (
             f"{len(records)} images judged out of fold on frozen ImageNet features; {int(result.outlier.sum())} outliers. "
@@ -411,7 +408,7 @@ def build_app(bundle: Bundle, options: ServeOptions = ServeOptions(), *, served_
     """
     registry = BundleRegistry(bundle)
     files = ServedFiles(served_root or Path(tempfile.mkdtemp(prefix="lookalike-served-")))
-    with gr.Blocks(title="lookalike") as app:
+    with gr.Blocks(title="lookalike", analytics_enabled=False) as app:
         session = gr.State()  # the key of this browser session's bundle, server-side; None: the default one
         gr.Markdown("# lookalike: find the look-alike character")
         header = gr.Markdown(summary(bundle))

@@ -4,12 +4,10 @@ Only :class:`EmbedderConfig` is imported eagerly; the Keras-backed names load on
 the configuration (e.g. for ``lookalike --help``) does not start TensorFlow.
 """
 
-from importlib import import_module
-
+from ..data.lazy import lazy_exports
 from .config import EmbedderConfig
 
 _LAZY = {
-    "FEATURE_DIM": ".backbone",
     "IMAGENET_WEIGHTS_FILE": ".backbone",
     "WEIGHTS_ENV": ".backbone",
     "BackboneWeightsError": ".backbone",
@@ -28,9 +26,4 @@ _LAZY = {
 }
 
 __all__ = ["EmbedderConfig", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-import keras
+from ._keras import keras
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +18,6 @@ IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224
 IMAGENET_WEIGHTS_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + IMAGENET_WEIGHTS_FILE
 )
-#: Number of channels of the backbone's last feature map (MobileNetV2, alpha 1.0).
-FEATURE_DIM = 1280
 
 
 class BackboneWeightsError(RuntimeError):

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import keras
+from ._keras import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from lookalike.data import DecodeFailure, iter_image_batches
+from ..data import DecodeFailure, iter_image_batches
 
 from .backbone import build_backbone
 from .config import EmbedderConfig
@@ -214,6 +214,18 @@ class Embedder:
     def embedding_dim(self) -> int:
         """Size d of the embeddings."""
         return self.config.embedding_dim
+
+    def softmax_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The head's softmax layer, so that code outside the embedder needs no Keras.
+
+        Returns
+        -------
+        kernel : float32 ndarray of shape (d, n_classes)
+        bias : float32 ndarray of shape (n_classes,)
+            ``probabilities = softmax(config.logit_scale * embedding @ kernel + bias)``.
+        """
+        kernel, bias = self.head.get_layer("probabilities").get_weights()
+        return np.asarray(kernel, dtype=np.float32), np.asarray(bias, dtype=np.float32)
 
     def encode(self, images: np.ndarray, *, layer: str | None = None, augment: bool = False) -> np.ndarray:
         """Backbone activations of a batch of images.

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from lookalike.data import DecodeFailure, ImageRecord
+from ..data import DecodeFailure, ImageRecord
 
 from .stream import CHUNK_SIZE, EmbeddedPart, EmbeddingStore, StreamSummary, pending
 

@@ -14,7 +14,7 @@ import os
 import threading
 from pathlib import Path
 
-import keras
+from ._keras import keras, quietly
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ class RuntimeUnavailable(RuntimeError):
 
 def _interpreter_class():
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        with quietly():
+            from ai_edge_litert.interpreter import Interpreter
     except ImportError as error:
         raise RuntimeUnavailable("the ai-edge-litert package is not installed") from error
     return Interpreter

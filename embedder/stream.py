@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from lookalike.data import DecodeFailure, ImageRecord
-from lookalike.data.files import write_atomic
+from ..data import DecodeFailure, ImageRecord
+from ..data.files import write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import keras
+from ._keras import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 from tqdm.keras import TqdmCallback
 
-from lookalike.data import ImageBatch, ImageRecord, iter_image_batches
+from ..data import ImageBatch, ImageRecord, iter_image_batches
 
 from .config import EmbedderConfig
 from .model import Embedder, Embeddings

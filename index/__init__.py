@@ -1,28 +1,23 @@
-"""Similarity search over embeddings: the FAISS index, neighbour votes, and the bundle that answers queries.
-
-Names load on first use (PEP 562), so that reading index options (e.g. for ``lookalike --help``) does not
-start TensorFlow.
+"""The search core: FAISS indexes with stable ids, neighbor votes, classifiers over embeddings, maps, the label
+audit, open-set calibration and evaluation. Pure numpy, FAISS and scikit-learn: nothing here imports
+TensorFlow or Keras (the bundle, which adds the embedder, is :mod:`lookalike.bundle`).
 """
 
-from importlib import import_module
+from ..data.lazy import lazy_exports
 
 _LAZY = {
     "Audit": ".label_audit",
     "audit": ".label_audit",
-    "imagenet_features": ".label_audit",
-    "FORMAT_VERSION": ".bundle",
-    "Bundle": ".bundle",
-    "BundleError": ".bundle",
-    "QueryResult": ".bundle",
     "KNNClassifier": ".classifiers",
     "NearestCentroidClassifier": ".classifiers",
     "SoftmaxClassifier": ".classifiers",
     "Evaluation": ".evaluation",
-    "evaluate": ".evaluation",
+    "score_classifiers": ".evaluation",
     "EmbeddingMap": ".projection",
     "MapConfig": ".projection",
     "knn_vote": ".neighbors",
     "nearest_classes": ".neighbors",
+    "OpenSetCalibration": ".open_set",
     "EmbeddingIndex": ".search",
     "Hit": ".search",
     "IndexSpec": ".search",
@@ -30,9 +25,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

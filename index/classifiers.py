@@ -15,6 +15,9 @@ from typing import Sequence
 
 import faiss
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .neighbors import knn_vote
 
@@ -30,40 +33,51 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-class _EmbeddingClassifier:
-    """Shared ``fit`` bookkeeping and ``predict``; subclasses implement ``_fit`` and ``predict_proba``."""
+class _EmbeddingClassifier(ClassifierMixin, BaseEstimator):
+    """Shared ``fit`` validation and ``predict``; subclasses implement ``_fit`` and ``_scores``.
 
-    def __init__(self, *, classes: Sequence | None = None):
-        self.classes = classes
+    ``classes`` (optional) fixes the column order of ``predict_proba``; by default it is the sorted unique
+    labels seen by ``fit``, as in scikit-learn.
+    """
 
-    def fit(self, X: np.ndarray, y: np.ndarray):
-        """Learn from embeddings ``X`` (n, d) and labels ``y`` (n,), which must be in ``classes`` when given.
+    def fit(self, X, y):
+        """Learn from embeddings ``X`` of shape (n, d) and labels ``y`` of shape (n,).
+
+        ``X`` need not be normalised: every row is L2-normalised first.
 
         Raises
         ------
         ValueError
-            ``X`` and ``y`` differ in length, or a label is not in ``classes``.
+            ``X`` and ``y`` differ in length, contain NaN or infinity, or a label is not in ``classes``.
         """
-        X, y = _normalise(X), np.asarray(y)
-        if len(X) != len(y):
-            raise ValueError(f"X and y must have the same length; got {len(X)} and {len(y)}")
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
         self.classes_ = np.asarray(self.classes) if self.classes is not None else np.unique(y)
         lookup = {c: i for i, c in enumerate(self.classes_.tolist())}
         unknown = sorted({str(v) for v in y.tolist() if v not in lookup})
         if unknown:
             raise ValueError(f"labels not in classes: {', '.join(unknown[:5])}")
-        self._fit(X, np.array([lookup[v] for v in y.tolist()], dtype=np.int64))
+        self._fit(_normalise(X), np.array([lookup[v] for v in y.tolist()], dtype=np.int64))
         return self
+
+    def _validated(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return _normalise(validate_data(self, X, dtype=np.float32, reset=False))
 
     def _fit(self, X: np.ndarray, codes: np.ndarray) -> None:
         raise NotImplementedError
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X) -> np.ndarray:
         """Most probable class of each embedding: array of shape (n,) with values from ``classes_``."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        probabilities = self.predict_proba(X)
+        return self.classes_[np.argmax(probabilities, axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Cosine similarity ignores vector length: on raw, centred 2-D blobs (scikit-learn's accuracy check)
+        # it cannot reach the score a Euclidean classifier does, and it is not meant to.
+        tags.classifier_tags.poor_score = True
+        return tags
 
 
 class KNNClassifier(_EmbeddingClassifier):
@@ -72,27 +86,40 @@ class KNNClassifier(_EmbeddingClassifier):
     Parameters
     ----------
     k : int
-        Neighbours that vote.
+        Neighbors that vote.
     weighted : bool
         Weight votes by cosine similarity (clipped at 0) instead of counting them.
     classes : sequence, optional
         Column order of ``predict_proba``; default the sorted unique labels seen by ``fit``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    index_ : faiss.IndexFlatIP
+        Exact inner-product index of the L2-normalised training embeddings.
+    labels_ : int64 ndarray of shape (n_train,)
+        Position in ``classes_`` of each training embedding.
     """
 
     def __init__(self, *, k: int = 10, weighted: bool = True, classes: Sequence | None = None):
-        super().__init__(classes=classes)
         self.k = k
         self.weighted = weighted
+        self.classes = classes
 
     def _fit(self, X, codes):
         self.index_ = faiss.IndexFlatIP(X.shape[1])
         self.index_.add(X)
         self.labels_ = codes
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X) -> np.ndarray:
         """Vote shares, float32 array of shape (n, n_classes); rows sum to 1."""
-        scores, ids = self.index_.search(_normalise(X), min(self.k, self.index_.ntotal))
-        return knn_vote(self.labels_[ids], scores, len(self.classes_), weighted=self.weighted)
+        X = self._validated(X)
+        scores, ids = self.index_.search(X, min(self.k, self.index_.ntotal))
+        votes = knn_vote(self.labels_[ids], scores, len(self.classes_), weighted=self.weighted)
+        empty = votes.sum(axis=1) == 0  # every neighbor had similarity <= 0: count votes instead
+        if empty.any():
+            votes[empty] = knn_vote(self.labels_[ids[empty]], scores[empty], len(self.classes_), weighted=False)
+        return votes
 
 
 class NearestCentroidClassifier(_EmbeddingClassifier):
@@ -107,64 +134,62 @@ class NearestCentroidClassifier(_EmbeddingClassifier):
 
     Attributes
     ----------
+    classes_ : ndarray of shape (n_classes,)
     centroids_ : float32 ndarray of shape (n_classes, d)
         L2-normalised class means.
+    empty_ : bool ndarray of shape (n_classes,)
+        Classes that had no training embedding.
     """
 
     def __init__(self, *, temperature: float = 0.05, classes: Sequence | None = None):
-        super().__init__(classes=classes)
         self.temperature = temperature
+        self.classes = classes
 
     def _fit(self, X, codes):
         sums = np.zeros((len(self.classes_), X.shape[1]), dtype=np.float64)
         np.add.at(sums, codes, X)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         self.centroids_ = (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-        self._empty = norms[:, 0] == 0
+        self.empty_ = norms[:, 0] == 0
 
-    def similarities(self, X: np.ndarray) -> np.ndarray:
+    def similarities(self, X) -> np.ndarray:
         """Cosine similarity of each embedding to each centroid: float32 array of shape (n, n_classes).
 
         -inf for classes that had no training embeddings.
         """
-        similarities = _normalise(X) @ self.centroids_.T
-        similarities[:, self._empty] = -np.inf
+        similarities = self._validated(X) @ self.centroids_.T
+        similarities[:, self.empty_] = -np.inf
         return similarities
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X) -> np.ndarray:
         """Softmax of centroid similarities / temperature, float32 array of shape (n, n_classes)."""
         return softmax(self.similarities(X) / self.temperature)
 
 
-class SoftmaxClassifier(_EmbeddingClassifier):
+class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     """The embedder's softmax layer applied to embeddings: ``softmax(logit_scale * e @ W + b)``.
+
+    Already trained: it is built from the layer's weights (:meth:`lookalike.embedder.Embedder.softmax_weights`)
+    and has no ``fit``.
 
     Parameters
     ----------
     kernel : float32 ndarray of shape (d, n_classes)
-        Weights ``W`` of the head's ``probabilities`` layer.
+        Weights ``W`` of the head's softmax layer.
     bias : float32 ndarray of shape (n_classes,)
     logit_scale : float
     classes : sequence
         Class of each column.
-
-    ``fit`` is not needed (the layer is already trained); :meth:`from_embedder` builds one.
     """
 
     def __init__(self, *, kernel: np.ndarray, bias: np.ndarray, logit_scale: float, classes: Sequence):
-        super().__init__(classes=classes)
-        self.kernel, self.bias, self.logit_scale = kernel, bias, logit_scale
+        self.kernel, self.bias, self.logit_scale, self.classes = kernel, bias, logit_scale, classes
         self.classes_ = np.asarray(classes)
 
-    @classmethod
-    def from_embedder(cls, embedder) -> SoftmaxClassifier:
-        """The softmax layer of a trained :class:`~lookalike.embedder.Embedder`."""
-        kernel, bias = embedder.head.get_layer("probabilities").get_weights()
-        return cls(kernel=kernel, bias=bias, logit_scale=embedder.config.logit_scale, classes=embedder.class_names)
-
-    def _fit(self, X, codes):
-        pass
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X) -> np.ndarray:
         """Softmax probabilities, float32 array of shape (n, n_classes)."""
         return softmax(self.logit_scale * (np.asarray(X, dtype=np.float32) @ self.kernel) + self.bias)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class of each embedding, shape (n,)."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

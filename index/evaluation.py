@@ -1,4 +1,7 @@
-"""Evaluating a bundle's three classifiers on held-out images: accuracy, macro-F1, per-class report, confusion."""
+"""Scoring classifiers over embeddings on held-out queries: accuracy, macro-F1, per-class report, confusion.
+
+Works on arrays; :func:`lookalike.bundle.evaluate` evaluates a bundle with it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from lookalike.data import Dataset, DecodeFailure
-
-from .bundle import Bundle, BundleError
+from ..data import DecodeFailure
 from .classifiers import KNNClassifier, NearestCentroidClassifier, SoftmaxClassifier
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,14 @@ class Evaluation:
     scores: dict[str, ClassifierScores]
     failures: tuple[DecodeFailure, ...] = ()
 
+    def to_frame(self):
+        """The metrics table: pandas DataFrame with columns ``classifier, accuracy, macro_f1``, one row per
+        classifier in :data:`CLASSIFIERS` order."""
+        import pandas as pd
+
+        rows = [(name, s.accuracy, s.macro_f1) for name, s in self.scores.items()]
+        return pd.DataFrame(rows, columns=["classifier", "accuracy", "macro_f1"])
+
     def summary(self) -> dict[str, dict[str, float]]:
         """``{classifier: {"accuracy": a, "macro_f1": f}}``."""
         return {name: {"accuracy": s.accuracy, "macro_f1": s.macro_f1} for name, s in self.scores.items()}
@@ -93,62 +102,56 @@ class Evaluation:
         }
 
 
-def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10, progress: bool = False) -> Evaluation:
-    """Score the softmax head, the k-NN vote and the nearest centroid on held-out images.
-
-    k-NN and centroids are fitted on the embeddings of the bundle's ``train`` images only.
+def score_classifiers(
+    reference: np.ndarray,
+    reference_labels: np.ndarray,
+    queries: np.ndarray,
+    y_true: np.ndarray,
+    class_names: tuple[str, ...],
+    *,
+    softmax: SoftmaxClassifier | None = None,
+    knn_k: int = 10,
+    source: str = "queries",
+    failures: tuple[DecodeFailure, ...] = (),
+) -> Evaluation:
+    """Score the softmax head, the k-NN vote and the nearest centroid on labelled query embeddings.
 
     Parameters
     ----------
-    bundle : Bundle
-    dataset : Dataset, optional
-        Images to evaluate on instead of the bundle's held-out (``val`` and ``test``) images: its
-        non-``train`` records when it has any, otherwise all of them; images of classes the bundle does
-        not know are skipped with a warning. They should not be images the bundle was trained on.
+    reference : float32 ndarray of shape (n_reference, d), L2-normalised
+        Embeddings the k-NN vote and the centroids are fitted on.
+    reference_labels : int64 ndarray of shape (n_reference,)
+        Their class indices (positions in ``class_names``).
+    queries : float32 ndarray of shape (n_queries, d), L2-normalised
+    y_true : int64 ndarray of shape (n_queries,)
+    class_names : tuple of str
+    softmax : SoftmaxClassifier, optional
+        The embedder's softmax layer; without it only ``"knn"`` and ``"centroid"`` are scored.
     knn_k : int
-        Neighbours in the k-NN vote.
-    progress : bool
-        Show a progress bar while embedding ``dataset``.
+        Neighbors in the k-NN vote.
+    source, failures :
+        Recorded in the result.
 
     Raises
     ------
-    BundleError
-        The bundle has no ``train`` images, or there is nothing to evaluate on.
+    ValueError
+        No reference embeddings or no queries.
     """
-    class_names = bundle.class_names
-    position = {name: i for i, name in enumerate(class_names)}
-    stored = bundle.index.embeddings()
-    labels = bundle.index.labels
-    splits = np.array([r.split for r in bundle.index.records])
-    is_train, is_held_out = splits == "train", np.isin(splits, ("val", "test"))
-    if not is_train.any():
-        raise BundleError("the bundle has no train images to fit the k-NN and centroid classifiers on")
-    failures: tuple[DecodeFailure, ...] = ()
-    if dataset is None:
-        source = "held-out split of the bundle"
-        queries, y_true = stored[is_held_out], labels[is_held_out]
-    else:
-        source = str(dataset.root)
-        held_out = [r for r in dataset.records if r.split != "train"] or list(dataset.records)
-        unknown = sorted({r.label for r in held_out} - set(position))
-        if unknown:
-            logger.warning("skipping images of classes the bundle does not know: %s", ", ".join(unknown))
-        held_out = [r for r in held_out if r.label in position]
-        embedded = bundle.embedder.embed_files([r.path for r in held_out], progress=progress)
-        queries, failures = embedded.embeddings, embedded.failures
-        y_true = np.array([position[held_out[i].label] for i in embedded.indices], dtype=np.int64)
+    if len(reference) == 0:
+        raise ValueError("no reference embeddings to fit the k-NN and centroid classifiers on")
     if len(queries) == 0:
-        raise BundleError(f"nothing to evaluate on: {source} has no images")
-    reference, reference_labels = stored[is_train], labels[is_train]
+        raise ValueError(f"nothing to evaluate on: {source} has no images")
     codes = np.arange(len(class_names))
     classifiers = {
-        "softmax": SoftmaxClassifier.from_embedder(bundle.embedder),
+        "softmax": softmax,
         "knn": KNNClassifier(k=knn_k, classes=codes).fit(reference, reference_labels),
         "centroid": NearestCentroidClassifier(classes=codes).fit(reference, reference_labels),
     }
     present = np.unique(y_true)
     scores = {}
     for name in CLASSIFIERS:
+        if classifiers[name] is None:
+            continue
         predictions = np.argmax(classifiers[name].predict_proba(queries), axis=1)
         scores[name] = ClassifierScores(
             accuracy=float(accuracy_score(y_true, predictions)),
@@ -164,4 +167,4 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
             confusion=confusion_matrix(y_true, predictions, labels=codes),
             predictions=predictions,
         )
-    return Evaluation(source, tuple(class_names), int(is_train.sum()), y_true, scores, failures)
+    return Evaluation(source, tuple(class_names), len(reference), y_true, scores, failures)

@@ -1,8 +1,8 @@
 """Auditing a labelled image set: suspected label errors and outliers, from distances to class centroids.
 
 The audit works on **label-independent features**: the pooled output of the frozen ImageNet MobileNetV2 for
-every indexed image (:func:`imagenet_features`, cached in the bundle's ``audit/``), not the bundle's trained
-embeddings. An embedder trained on noisy labels learns them (training accuracy 0.999 with 5 % of the labels
+every indexed image (:func:`lookalike.bundle.imagenet_features`, cached in the bundle's ``audit/``), not the
+bundle's trained embeddings. An embedder trained on noisy labels learns them (training accuracy 0.999 with 5 % of the labels
 flipped on wesnoth_units) and pulls a mislabelled image towards its wrong class, hiding it; measured on that
 benchmark, the audit found 77 of 134 flips from the trained embeddings and 126 from the frozen features.
 
@@ -11,7 +11,7 @@ Every image is judged by classifiers that did not see it (out-of-fold):
 - **k-NN**: leave-one-out; its neighbours exclude itself;
 - **centroid**: leave-one-out; its own class centroid is recomputed without it;
 - **softmax**: ``folds``-fold cross-validation of the head's last layer, a multinomial logistic regression
-  on the embeddings (scikit-learn), retrained on the other folds.
+  on the embeddings: scikit-learn's ``cross_val_predict(..., method="predict_proba")``.
 
 Per image the audit reports the cosine distance to its own (leave-one-out) class centroid and to the
 nearest other class centroid, their margin, the three out-of-fold predictions, and a **suspicion score**:
@@ -22,30 +22,21 @@ fence (third quartile + 1.5 interquartile ranges) of that distance over the whol
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from lookalike.embedder import Embedder, EmbedderConfig
-
-from .bundle import Bundle, BundleError
 from .classifiers import softmax
-from lookalike.data.files import write_array, write_atomic
 from .neighbors import knn_vote
 from .search import EmbeddingIndex
-
-#: Folder of a bundle holding the cached audit features.
-AUDIT_DIR = "audit"
 
 
 @dataclass(frozen=True)
 class Audit:
-    """Out-of-fold judgements of every indexed image; arrays are indexed by image id.
+    """Out-of-fold judgements of every indexed image; arrays are indexed by row (position in the audited index's
+    ``records``), not by image id.
 
     Attributes
     ----------
@@ -86,8 +77,47 @@ class Audit:
         return np.argmax(self.probabilities[classifier], axis=1)
 
     def ranking(self) -> np.ndarray:
-        """Image ids, most suspicious first (ties broken by the smaller margin)."""
+        """Rows, most suspicious first (ties broken by the smaller margin): int64 ndarray of shape (n,)."""
         return np.lexsort((self.margin, -self.suspicion))
+
+    def to_frame(self, index: EmbeddingIndex):
+        """The audit as a table, one row per image, most suspicious first.
+
+        Parameters
+        ----------
+        index : EmbeddingIndex
+            The audited index (its ids, paths and labels name the rows).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``id, path, label, suspicion, margin, own_distance, other_distance, nearest_other,
+            knn_predicted, softmax_predicted, centroid_predicted, outlier``.
+        """
+        import pandas as pd
+
+        order, names = self.ranking(), np.asarray(self.class_names, dtype=object)
+        return pd.DataFrame(
+            {
+                "id": index.ids[order],
+                "path": [str(index.records[i].path) for i in order],
+                "label": names[self.labels[order]],
+                "suspicion": self.suspicion[order],
+                "margin": self.margin[order],
+                "own_distance": self.own_distance[order],
+                "other_distance": self.other_distance[order],
+                "nearest_other": names[self.nearest_other[order]],
+                **{f"{c}_predicted": names[self.predicted(c)[order]] for c in ("knn", "softmax", "centroid")},
+                "outlier": self.outlier[order],
+            }
+        )
+
+    def confusion(self, classifier: str = "knn") -> np.ndarray:
+        """Out-of-fold confusion counts of ``classifier`` (scikit-learn's ``confusion_matrix``): int64 ndarray
+        of shape (n_classes, n_classes), rows the given labels, columns the predictions."""
+        from sklearn.metrics import confusion_matrix
+
+        return confusion_matrix(self.labels, self.predicted(classifier), labels=np.arange(len(self.class_names)))
 
     def class_spread(self) -> dict[str, float]:
         """Mean distance of each class's images to their class centroid, loosest class first."""
@@ -95,54 +125,6 @@ class Audit:
             self.class_names[c]: float(self.own_distance[self.labels == c].mean()) for c in np.unique(self.labels)
         }
         return dict(sorted(spread.items(), key=lambda item: -item[1]))
-
-
-def imagenet_features(
-    bundle: Bundle, *, progress: bool = False, weights: str | os.PathLike | None = None
-) -> EmbeddingIndex:
-    """Frozen ImageNet features of every indexed image, as an index with the bundle's ids, paths and labels.
-
-    Computed with the untouched ImageNet MobileNetV2 at the bundle's image size (global average pooling,
-    L2-normalised), stored in the bundle's ``audit/`` and reused while the indexed files stay the same.
-
-    Parameters
-    ----------
-    bundle : Bundle
-    progress : bool
-        Show a progress bar while encoding.
-    weights : str or path-like, optional
-        Backbone weights, see :func:`lookalike.embedder.resolve_weights`.
-
-    Returns
-    -------
-    EmbeddingIndex
-        float32 vectors of size 1280, one per bundle id.
-
-    Raises
-    ------
-    BundleError
-        Some indexed images cannot be read any more.
-    """
-    records = bundle.index.records
-    size = bundle.embedder.config.image_size
-    key = hashlib.sha256(json.dumps([size, *[str(r.path) for r in records]]).encode()).hexdigest()
-    folder = bundle.path / AUDIT_DIR if bundle.path else None
-    if folder is not None and (folder / "features.json").is_file():
-        stored = json.loads((folder / "features.json").read_text())
-        if stored.get("key") == key:
-            features = np.load(folder / "features.npy", allow_pickle=False)
-            return EmbeddingIndex.build(features, records, bundle.class_names)
-    encoder = Embedder.build(EmbedderConfig(image_size=size, fine_tune_blocks=0), bundle.class_names, weights=weights)
-    encoded = encoder.encode_files([r.path for r in records], progress=progress)
-    if encoded.failures:
-        listed = "; ".join(f"{f.path}: {f.reason}" for f in encoded.failures[:3])
-        raise BundleError(f"cannot audit: {len(encoded.failures)} indexed images cannot be read any more ({listed})")
-    features = encoded.features / np.linalg.norm(encoded.features, axis=1, keepdims=True)
-    if folder is not None:
-        folder.mkdir(exist_ok=True)
-        write_array(folder / "features.npy", features.astype(np.float32))
-        write_atomic(folder / "features.json", json.dumps({"key": key, "backbone": "MobileNetV2 ImageNet, frozen"}))
-    return EmbeddingIndex.build(features, records, bundle.class_names)
 
 
 def _leave_one_out_centroids(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -177,15 +159,15 @@ def _leave_one_out_knn(index: EmbeddingIndex, embeddings: np.ndarray, k: int) ->
 def _cross_validated_softmax(
     embeddings: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, seed: int
 ) -> np.ndarray:
-    """Out-of-fold probabilities of a multinomial logistic regression on the embeddings."""
+    """Out-of-fold probabilities of a multinomial logistic regression on the embeddings, shape (n, n_classes).
+
+    A class absent from a fold's training part gets probability 0 in that fold (scikit-learn's behaviour).
+    """
+    present = np.unique(labels)
+    splitter = StratifiedKFold(n_splits=max(2, min(folds, len(labels))), shuffle=True, random_state=seed)
+    model = LogisticRegression(C=10.0, max_iter=1000)
     probabilities = np.zeros((len(labels), n_classes), dtype=np.float32)
-    splitter = StratifiedKFold(n_splits=min(folds, len(labels)), shuffle=True, random_state=seed)
-    for train, held in splitter.split(embeddings, labels):
-        model = LogisticRegression(C=10.0, max_iter=1000).fit(embeddings[train], labels[train])
-        logits = model.decision_function(embeddings[held])
-        if logits.ndim == 1:  # two classes seen: scikit-learn returns one column
-            logits = np.stack([-logits, logits], axis=1)
-        probabilities[np.ix_(held, model.classes_)] = softmax(logits)
+    probabilities[:, present] = cross_val_predict(model, embeddings, labels, cv=splitter, method="predict_proba")
     return probabilities
 
 
@@ -209,7 +191,7 @@ def audit(index: EmbeddingIndex, *, k: int = 10, folds: int = 5, temperature: fl
     -------
     Audit
     """
-    embeddings, labels = index.embeddings(), index.labels
+    embeddings, labels = index.vectors, index.labels
     n_classes = len(index.class_names)
     similarities = _leave_one_out_centroids(embeddings, labels, n_classes)
     rows = np.arange(len(labels))

@@ -10,7 +10,6 @@ t-SNE: van der Maaten and Hinton, 2008 (scikit-learn's ``TSNE``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.data.files import write_array, write_atomic
+from ..data.files import write_array, write_atomic
+from .search import fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +80,6 @@ class EmbeddingMap:
     config: MapConfig
     coordinates: np.ndarray
     fingerprint: str
-
-
-def fingerprint(embeddings: np.ndarray) -> str:
-    """SHA-256 hex digest of a float32 embedding matrix (its shape and bytes)."""
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    digest = hashlib.sha256(str(embeddings.shape).encode())
-    digest.update(embeddings.tobytes())
-    return digest.hexdigest()
 
 
 def compute_map(embeddings: np.ndarray, config: MapConfig = MapConfig()) -> EmbeddingMap:

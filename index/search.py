@@ -14,6 +14,7 @@ evaluation read exact vectors whatever the index type, and an index can be rebui
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -26,11 +27,10 @@ from typing import Sequence
 
 import faiss
 import numpy as np
+from faiss.contrib.evaluation import knn_intersection_measure
 
-from lookalike.data import ImageRecord
-
-from lookalike.data.files import write_array
-from .projection import fingerprint
+from ..data import ImageRecord
+from ..data.files import write_array
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,13 @@ class IndexSpec:
     @classmethod
     def from_dict(cls, values: dict) -> IndexSpec:
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+def fingerprint(embeddings: np.ndarray) -> str:
+    """SHA-256 of an embedding matrix's shape and bytes: what caches derived from the embeddings are keyed by."""
+    digest = hashlib.sha256(repr(embeddings.shape).encode())
+    digest.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def _new_faiss_index(spec: IndexSpec, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
@@ -274,32 +281,20 @@ class EmbeddingIndex:
         logger.info("built a %s index of %d vectors in %.1f s", spec.type, len(ids), time.perf_counter() - started)
         return cls(index, embeddings, ids, records, class_names, spec=spec, next_id=len(ids))
 
-    def rebuild(self, spec: IndexSpec) -> EmbeddingIndex:
-        """The same images, ids and metadata in a new FAISS index of type ``spec``."""
-        spec = spec.resolve(len(self))
-        index = _new_faiss_index(spec, self.vectors, self.ids)
-        return EmbeddingIndex(
-            index, self.vectors, self.ids, self.records, self.class_names, spec=spec, next_id=self.next_id
-        )
-
-    def set_search_parameters(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
-        """Change how hard an approximate index searches (HNSW ``ef_search``, IVF ``nprobe``), without rebuilding it."""
-        changes = {"ef_search": ef_search, "nprobe": nprobe}
-        self.spec = replace(self.spec, **{k: v for k, v in changes.items() if v is not None})
-        _set_search_parameters(self.faiss_index, self.spec)
+    def reindex(self, spec: IndexSpec) -> None:
+        """Rebuild the FAISS index as type ``spec`` in place: the same images, ids and metadata."""
+        self.spec = spec.resolve(len(self))
+        self.faiss_index = _new_faiss_index(self.spec, self.vectors, self.ids)
+        self.version += 1
 
     @property
     def dim(self) -> int:
         """Embedding size d."""
         return self.faiss_index.d
 
-    def embeddings(self) -> np.ndarray:
-        """All stored embeddings, by row: float32 ndarray of shape (len(self), d), L2-normalised."""
-        return self.vectors
-
     @cached_property
     def fingerprint(self) -> str:
-        """SHA-256 of the stored embeddings (see :func:`lookalike.index.projection.fingerprint`); kept until they change."""
+        """SHA-256 of the stored embeddings (see :func:`fingerprint`); kept until they change."""
         return fingerprint(self.vectors)
 
     def __len__(self) -> int:
@@ -320,7 +315,9 @@ class EmbeddingIndex:
             raise KeyError(f"no image with id {', '.join(map(str, missing[:10].tolist()))} in the index")
         return rows
 
-    def search(self, queries: np.ndarray, k: int) -> SearchResult:
+    def search(
+        self, queries: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None
+    ) -> SearchResult:
         """The ``k`` most similar indexed images of each query.
 
         Parameters
@@ -328,6 +325,9 @@ class EmbeddingIndex:
         queries : float32 ndarray of shape (n_queries, d), L2-normalised
         k : int
             Number of results per query, at least 1; rows are padded with id -1 beyond ``len(self)``.
+        ef_search, nprobe : int, optional
+            For this call only, how hard an HNSW (``efSearch``) or IVF (``nprobe``) index searches (FAISS
+            ``SearchParametersHNSW`` / ``SearchParametersIVF``); default the index's spec. Ignored by other types.
 
         Raises
         ------
@@ -339,7 +339,12 @@ class EmbeddingIndex:
             raise ValueError(f"queries must have shape (n_queries, {self.dim}); got {queries.shape}")
         if k < 1:
             raise ValueError(f"k must be at least 1; got {k}")
-        scores, ids = self.faiss_index.search(queries, k)
+        params = None
+        if self.spec.type == "hnsw" and ef_search is not None:
+            params = faiss.SearchParametersHNSW(efSearch=int(ef_search))
+        elif self.spec.type == "ivf" and nprobe is not None:
+            params = faiss.SearchParametersIVF(nprobe=int(nprobe))
+        scores, ids = self.faiss_index.search(queries, k, params=params)
         found = ids >= 0
         rows = np.full_like(ids, -1)
         if found.any():
@@ -410,7 +415,8 @@ class EmbeddingIndex:
         """Recall@k of this index against exact search, with stored embeddings as queries.
 
         Recall@k is the share of each query's exact k nearest ids that the index also returns in its top k
-        (the "k-recall@k" of the ANN benchmarks), averaged over the queries.
+        (the "k-recall@k" of the ANN benchmarks), averaged over the queries, computed by
+        ``faiss.contrib.evaluation.knn_intersection_measure``.
 
         Parameters
         ----------
@@ -437,7 +443,7 @@ class EmbeddingIndex:
             results.append(np.concatenate([index.search(q[None], k)[1] for q in sample]))
             timings.append(1000 * (time.perf_counter() - started) / max(n, 1))
         found, truth = results[0], self.ids[results[1]]
-        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]) if n else 1.0
+        recall = knn_intersection_measure(found, truth) if n else 1.0
         return float(recall), timings[0], timings[1]
 
     def save(self, directory: str | os.PathLike) -> None:

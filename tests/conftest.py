@@ -56,6 +56,6 @@ def bundle_path(small_dataset, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundle(bundle_path):
-    from lookalike.index import Bundle
+    from lookalike.bundle import Bundle
 
     return Bundle.load(bundle_path)

@@ -10,7 +10,8 @@ import numpy as np
 
 from lookalike.app.cli import main
 from lookalike.data import ImageRecord
-from lookalike.index import EmbeddingIndex, audit, imagenet_features
+from lookalike.bundle import imagenet_features
+from lookalike.index import EmbeddingIndex, audit
 from lookalike.index.label_audit import _leave_one_out_centroids
 
 
@@ -56,14 +57,14 @@ def test_mislabelled_real_image_is_found(bundle):
     victim = next(i for i, r in enumerate(features.records) if r.label == "cook")
     records = list(features.records)
     records[victim] = ImageRecord(records[victim].path, "123", records[victim].split)
-    result = audit(EmbeddingIndex.build(features.embeddings(), records, features.class_names))
+    result = audit(EmbeddingIndex.build(features.vectors, records, features.class_names))
     assert result.ranking()[0] == victim
     assert result.class_names[result.predicted("knn")[victim]] == "cook"
     assert set(result.class_spread()) == set(features.class_names)
 
 
 def test_audit_features_are_cached_in_the_bundle(bundle, monkeypatch):
-    audit_module = importlib.import_module("lookalike.index.label_audit")
+    audit_module = importlib.import_module("lookalike.bundle.audit")
     first = imagenet_features(bundle)
     assert (bundle.path / "audit" / "features.npy").is_file()
 
@@ -71,7 +72,7 @@ def test_audit_features_are_cached_in_the_bundle(bundle, monkeypatch):
         raise AssertionError("the cached features should have been reused")
 
     monkeypatch.setattr(audit_module.Embedder, "build", refuse)
-    np.testing.assert_array_equal(imagenet_features(bundle).embeddings(), first.embeddings())
+    np.testing.assert_array_equal(imagenet_features(bundle).vectors, first.vectors)
 
 
 def test_audit_command_prints_and_writes_csv(bundle, bundle_path, tmp_path, capsys):
@@ -85,3 +86,18 @@ def test_audit_command_prints_and_writes_csv(bundle, bundle_path, tmp_path, caps
     assert len(rows) == len(bundle.index)
     assert suspicion == sorted(suspicion, reverse=True)
     assert {r["label"] for r in rows} == set(bundle.class_names)
+
+
+def test_two_class_probabilities_are_logistic_regressions_predict_proba():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from lookalike.index.label_audit import _cross_validated_softmax
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 8)).astype(np.float32)
+    y = (X[:, 0] + 0.8 * rng.standard_normal(60) > 0).astype(np.int64)
+    ours = _cross_validated_softmax(X, y, 2, folds=5, seed=0)
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    expected = cross_val_predict(LogisticRegression(C=10.0, max_iter=1000), X, y, cv=cv, method="predict_proba")
+    np.testing.assert_allclose(ours, expected, atol=1e-6)

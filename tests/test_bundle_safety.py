@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from lookalike.index import Bundle, BundleError
+from lookalike.bundle import Bundle, BundleError
 
 WRITER = """
 import sys
-from lookalike.index import Bundle
+from lookalike.bundle import Bundle
 bundle = Bundle.load(sys.argv[1])
 print("ready", flush=True)
 while True:

@@ -55,6 +55,16 @@ def test_given_classes_fix_the_columns_even_when_a_class_is_absent(blobs):
 def test_softmax_classifier_reproduces_the_model(bundle, small_dataset):
     _, queries = small_dataset
     embedded = bundle.embedder.embed_files(queries["cook"] + queries["123"])
-    classifier = SoftmaxClassifier.from_embedder(bundle.embedder)
+    from lookalike.bundle.evaluation import softmax_classifier
+
+    classifier = softmax_classifier(bundle)
+    assert isinstance(classifier, SoftmaxClassifier)
     np.testing.assert_allclose(classifier.predict_proba(embedded.embeddings), embedded.probabilities, atol=1e-5)
     assert tuple(classifier.classes_) == bundle.class_names
+
+
+@pytest.mark.parametrize("estimator", [KNNClassifier(), NearestCentroidClassifier()], ids=lambda e: type(e).__name__)
+def test_scikit_learn_estimator_checks_pass(estimator):
+    from sklearn.utils.estimator_checks import check_estimator
+
+    check_estimator(estimator)

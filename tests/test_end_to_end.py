@@ -7,21 +7,22 @@ import json
 import numpy as np
 import pytest
 
-from lookalike.index import FORMAT_VERSION, Bundle, BundleError, EmbeddingIndex
+from lookalike.bundle import FORMAT_VERSION, Bundle, BundleError
+from lookalike.index import EmbeddingIndex
 from conftest import CLASSES, CORRUPT_NAME
 
 
 def test_bundle_manifest_describes_the_run(bundle, small_dataset):
     manifest = bundle.manifest
     root, _ = small_dataset
-    assert manifest["format_version"] == FORMAT_VERSION
-    assert manifest["class_names"] == sorted(CLASSES)
-    assert manifest["embedding_dim"] == bundle.index.dim == bundle.embedder.embedding_dim
-    assert manifest["training"]["phase_epochs"] == {"head": 2, "fine_tune": 1}
-    assert 0.0 <= manifest["training"]["val_accuracy"] <= 1.0
-    assert manifest["versions"]["tensorflow"] != "not installed"
+    assert manifest.format_version == FORMAT_VERSION
+    assert manifest.class_names == sorted(CLASSES)
+    assert manifest.embedding_dim == bundle.index.dim == bundle.embedder.embedding_dim
+    assert manifest.training["phase_epochs"] == {"head": 2, "fine_tune": 1}
+    assert 0.0 <= manifest.val_accuracy <= 1.0
+    assert manifest.versions["tensorflow"] != "not installed"
     n_images = sum(1 for p in root.rglob("*.png")) - 1  # all but the corrupt file
-    assert len(bundle.index) == manifest["dataset"]["images"] == n_images
+    assert len(bundle.index) == manifest.dataset["images"] == n_images
 
 
 def test_corrupt_training_file_is_reported_and_skipped(bundle):

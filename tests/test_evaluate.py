@@ -11,7 +11,8 @@ import pytest
 from lookalike.app.cli import main
 from lookalike.data import DEFAULT_DATASET, load_folder
 from lookalike.data.split import few_shot_split
-from lookalike.index.evaluation import CLASSIFIERS, evaluate
+from lookalike.bundle import evaluate
+from lookalike.index.evaluation import CLASSIFIERS
 
 
 def test_split_follows_the_protocol(tmp_path):
@@ -37,7 +38,7 @@ def test_evaluate_scores_the_three_classifiers_on_held_out_images(bundle):
         assert scores.confusion.sum() == held_out
         assert scores.accuracy == pytest.approx(np.trace(scores.confusion) / held_out)
         assert 0.0 <= scores.macro_f1 <= 1.0
-    assert evaluation.scores["softmax"].accuracy == pytest.approx(bundle.manifest["training"]["val_accuracy"])
+    assert evaluation.scores["softmax"].accuracy == pytest.approx(bundle.manifest.val_accuracy)
 
 
 def test_evaluate_and_compare_commands_write_reports(bundle_path, tmp_path, capsys):

@@ -73,7 +73,7 @@ def test_save_load_round_trip(indexed, tmp_path):
     assert loaded.records == records and loaded.class_names == CLASSES
     before, after = index.search(queries, 7), loaded.search(queries, 7)
     assert np.array_equal(before.ids, after.ids) and np.array_equal(before.scores, after.scores)
-    np.testing.assert_array_equal(loaded.embeddings(), index.embeddings())
+    np.testing.assert_array_equal(loaded.vectors, index.vectors)
 
 
 def test_truncated_index_file_error_names_the_file(indexed, tmp_path):

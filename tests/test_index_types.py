@@ -42,7 +42,7 @@ def test_ids_stay_stable_across_adds_removes_and_save(kind, tmp_path):
     for image_id in (0, 4, 501, 1001, 1199):
         row = loaded.rows_of([image_id])[0]
         assert loaded.records[row].path == Path(f"/img/{image_id}.png")
-        np.testing.assert_array_equal(loaded.embeddings()[row], vectors[image_id])
+        np.testing.assert_array_equal(loaded.vectors[row], vectors[image_id])
         found = loaded.search(vectors[image_id][None], 1)
         assert found.ids[0, 0] == image_id and found.rows[0, 0] == row
     for removed in (3, 500, 999, 1000):
@@ -80,13 +80,25 @@ def test_exact_index_has_recall_one_and_auto_picks_by_size():
     assert IndexSpec(type="ivf").resolve(10_000).nlist == 256  # 39+ vectors per cell, 4 sqrt(n) cells at most
 
 
-def test_rebuild_keeps_ids_and_metadata():
+def test_reindex_keeps_ids_and_metadata():
     vectors = _clustered(400)
     index = EmbeddingIndex.build(vectors, _records(400), CLASSES)
     index.remove([0, 1])
-    rebuilt = index.rebuild(IndexSpec(type="hnsw"))
-    assert rebuilt.spec.type == "hnsw" and rebuilt.ids.tolist() == index.ids.tolist()
-    assert rebuilt.search(vectors[10][None], 1).ids[0, 0] == 10
+    ids, records = index.ids.tolist(), list(index.records)
+    index.reindex(IndexSpec(type="hnsw"))
+    assert index.spec.type == "hnsw" and index.ids.tolist() == ids and index.records == records
+    assert index.search(vectors[10][None], 1).ids[0, 0] == 10
+
+
+def test_search_parameters_apply_to_one_call_only():
+    vectors = _clustered(2000)
+    index = EmbeddingIndex.build(vectors, _records(2000), CLASSES, spec=IndexSpec(type="ivf", nlist=40, nprobe=1))
+    exact = EmbeddingIndex.build(vectors, _records(2000), CLASSES, spec=IndexSpec(type="flat"))
+    queries = vectors[::20] + 0.05
+    truth = exact.search(queries, 10).ids
+    probed_all = index.search(queries, 10, nprobe=40).ids
+    np.testing.assert_array_equal(np.sort(probed_all, axis=1), np.sort(truth, axis=1))  # every cell: exact
+    assert index.spec.nprobe == 1 and index.faiss_index.nprobe == 1  # the index itself is unchanged
 
 
 def test_unknown_index_type_is_refused():

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from lookalike.app.cli import main
-from lookalike.index import Bundle, MapConfig
-from lookalike.index import bundle as bundle_module
+from lookalike.bundle import Bundle
+from lookalike.bundle import bundle as bundle_module
+from lookalike.index import MapConfig
 from lookalike.index.projection import place_queries
 
 

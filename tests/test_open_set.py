@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lookalike.app.cli import main
-from lookalike.index import Bundle
+from lookalike.bundle import Bundle
 from lookalike.index.open_set import calibrate, leave_one_out_scores
 
 
@@ -32,7 +32,7 @@ def test_threshold_is_the_quantile_of_the_indexed_images(bundle):
 
 
 def test_training_stores_the_calibration_in_the_manifest(bundle):
-    stored = bundle.manifest["open_set"]
+    stored = bundle.manifest.open_set
     assert stored["quantile"] == 0.05 and stored["images"] == len(bundle.index)
     assert stored["threshold"] == pytest.approx(calibrate(bundle.index).threshold, abs=1e-6)
 

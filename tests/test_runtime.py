@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from lookalike.embedder import runtime as runtime_module
-from lookalike.index import Bundle
+from lookalike.bundle import Bundle
 
 
 def test_loaded_bundle_uses_litert_and_matches_keras(bundle, bundle_path, small_dataset):
     assert (bundle_path / "inference.tflite").is_file()
-    assert "inference.tflite" in bundle.manifest["files"]
+    assert "inference.tflite" in bundle.manifest.files
     assert bundle.embedder.runtime is not None
     _, queries = small_dataset
     paths = [p for ps in queries.values() for p in ps]
@@ -22,7 +22,7 @@ def test_loaded_bundle_uses_litert_and_matches_keras(bundle, bundle_path, small_
         bundle.embedder.runtime = runtime
     assert np.abs(fast.embeddings - reference.embeddings).max() <= 1e-4
     assert np.array_equal(fast.probabilities.argmax(axis=1), reference.probabilities.argmax(axis=1))
-    stored = bundle.index.embeddings()[:20]  # computed by Keras during training
+    stored = bundle.index.vectors[:20]  # computed by Keras during training
     again = bundle.embedder.embed_files([r.path for r in bundle.index.records[:20]])
     assert np.abs(again.embeddings - stored).max() <= 1e-4
 

@@ -22,7 +22,7 @@ from lookalike.app.server import ServedFiles, ServeError, ServeOptions, under
 from lookalike.app.ui import serve
 from lookalike.data.archive import ArchiveError, ArchiveLimits, extract_dataset_zip
 from lookalike.data.thumbnails import PACK_FILE, PACK_INDEX_FILE, ThumbnailPack, decode_thumbnail
-from lookalike.index import Bundle
+from lookalike.bundle import Bundle
 
 
 def _free_port() -> int:

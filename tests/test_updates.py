@@ -14,7 +14,7 @@ from conftest import CLASSES
 from lookalike.app.cli import EXIT_SKIPPED, main
 from lookalike.data import DEFAULT_DATASET, ImageRecord
 from lookalike.embedder.stream import EmbeddingStore, embed_to_store
-from lookalike.index import Bundle
+from lookalike.bundle import Bundle
 
 #: A character the test bundle was not trained on.
 NEWCOMER = next(p.name for p in sorted(DEFAULT_DATASET.iterdir()) if p.is_dir() and p.name not in CLASSES)
@@ -49,7 +49,7 @@ def test_add_then_remove_keeps_ids_stable(bundle_copy, newcomer_folder, capsys):
 
     grown = Bundle.load(bundle_copy)  # checksums verified
     assert len(grown.index) == len(before.index) + 4 and grown.class_names[-1] == NEWCOMER
-    assert grown.manifest["index"]["size"] == len(grown.index)
+    assert grown.manifest.index["size"] == len(grown.index)
     query = sorted(newcomer_folder.glob("*.png"))[1]
     result = grown.query_files([query], k=3)[0]
     assert result.neighbors[0].path == query and result.neighbors[0].score == pytest.approx(1.0, abs=1e-4)
@@ -118,7 +118,7 @@ def test_an_interrupted_embedding_run_resumes_where_it_stopped(bundle, tmp_path,
     assert sorted(str(r.path) for r in stored.records) == sorted(str(r.path) for r in records)  # each once
     rows = bundle.index.rows_of(np.arange(40))  # the first 40 ids are rows 0..39 of a fresh bundle
     by_path = {str(r.path): e for r, e in zip(stored.records, stored.embeddings)}
-    expected = bundle.index.embeddings()[rows]
+    expected = bundle.index.vectors[rows]
     np.testing.assert_allclose(np.stack([by_path[str(r.path)] for r in records]), expected, atol=1e-4)
 
 

@@ -25,9 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from lookalike.data import load_folder
 from lookalike.data.split import few_shot_split
 from lookalike.embedder import Embedder, EmbedderConfig
-from lookalike.index import Bundle
+from lookalike.bundle import Bundle, evaluate
 from lookalike.index.classifiers import KNNClassifier, NearestCentroidClassifier
-from lookalike.index.evaluation import evaluate
 
 HERE = Path(__file__).resolve().parent
 RUNS = {

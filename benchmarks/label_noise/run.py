@@ -22,7 +22,8 @@ import numpy as np
 from cleanlab.filter import find_label_issues
 
 from lookalike.data import load_folder
-from lookalike.index import Bundle, audit, imagenet_features
+from lookalike.bundle import Bundle, imagenet_features
+from lookalike.index import audit
 
 HERE = Path(__file__).resolve().parent
 

@@ -22,7 +22,7 @@ import numpy as np
 import requests
 
 from lookalike.app.cli import default_demo_bundle
-from lookalike.index import Bundle
+from lookalike.bundle import Bundle
 
 
 def main() -> None:

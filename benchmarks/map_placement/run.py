@@ -22,7 +22,8 @@ import numpy as np
 import umap
 
 from lookalike.app.cli import default_demo_bundle
-from lookalike.index import Bundle, MapConfig
+from lookalike.bundle import Bundle
+from lookalike.index import MapConfig
 from lookalike.index.projection import compute_map, place_queries
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=default_demo_bundle())
     args = parser.parse_args()
     bundle = Bundle.load(args.bundle)
-    embeddings, labels = bundle.index.embeddings(), bundle.index.labels
+    embeddings, labels = bundle.index.vectors, bundle.index.labels
     config = MapConfig()
 
     started = time.perf_counter()

@@ -37,7 +37,8 @@ from PIL import Image
 from lookalike.app.cli import default_demo_bundle
 from lookalike.data import ImageRecord, find_images, iter_image_batches
 from lookalike.embedder.stream import EmbeddingStore, embed_to_store
-from lookalike.index import Bundle, EmbeddingIndex, IndexSpec
+from lookalike.bundle import Bundle
+from lookalike.index import EmbeddingIndex, IndexSpec
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 RESULTS = Path(__file__).with_name("results.json")
@@ -104,7 +105,7 @@ def throughput(bundle: Bundle) -> dict:
 
 def latency(bundle: Bundle) -> dict:
     rng = np.random.default_rng(0)
-    base_vectors, base_records = bundle.index.embeddings().copy(), list(bundle.index.records)
+    base_vectors, base_records = bundle.index.vectors.copy(), list(bundle.index.records)
     queries = [Path(p) for p in rng.choice(find_images([SHARED / "wesnoth_units"]), 200, replace=False)]
     results = {}
     for size in (10_000, 100_000):
@@ -168,9 +169,8 @@ def ann(d: int = 256, n: int = 1_000_000, n_queries: int = 1000) -> dict:
         build = time.perf_counter() - started
         rows = []
         for value in values:
-            index.set_search_parameters(**{knob: value})
             started = time.perf_counter()
-            found = np.concatenate([index.search(q[None], 10).ids for q in queries])
+            found = np.concatenate([index.search(q[None], 10, **{knob: value}).ids for q in queries])
             ms = 1000 * (time.perf_counter() - started) / n_queries
             recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
             rows.append({knob: value, "recall_at_10": recall, "ms_per_query": ms})

@@ -18,17 +18,14 @@ Layout of a bundle directory::
     report/          the last evaluation (derived, not copied by save)
     audit/           frozen ImageNet features of the indexed images for the audit (derived, not copied by save)
 
-A bundle is written into a temporary directory beside its target and renamed into place, so an
-interrupted write never replaces a good bundle with a half-written one; if a replace is killed between its
-two renames, loading puts the previous bundle back. Loading never runs code from the bundle: no pickle,
-JSON and NumPy files without pickles, a FAISS index, and the Keras model loaded with ``safe_mode=True``.
+Writing is atomic and checksummed (:mod:`lookalike.bundle.storage`); the manifest is a typed
+:class:`~lookalike.bundle.manifest.Manifest`. Loading never runs code from the bundle: no pickle, JSON and NumPy
+files without pickles, a FAISS index, and the Keras model loaded with ``safe_mode=True``.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -36,70 +33,40 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from lookalike.data import Dataset, DecodeFailure, load_image
-from lookalike.data.thumbnails import PACK_FILES, ThumbnailPack, make_thumbnails
-from lookalike.embedder import Embedder, EmbedderConfig, train
-from lookalike.embedder.model import CONFIG_FILE, MODEL_FILE, RUNTIME_FILE
-from lookalike.embedder.runtime import RuntimeUnavailable, export_litert
-
-from .classifiers import NearestCentroidClassifier
-from .neighbors import knn_vote, nearest_classes
-from .open_set import DEFAULT_QUANTILE, OpenSetCalibration, calibrate
-from .projection import EmbeddingMap, MapConfig, compute_map, load_map, place_queries, save_map
-from lookalike.data.files import write_atomic
-from .search import INDEX_FILE, METADATA_FILE, VECTORS_FILE, EmbeddingIndex, Hit, IndexSpec
+from ..data import Dataset, DecodeFailure, load_image
+from ..data.thumbnails import PACK_FILES, ThumbnailPack, make_thumbnails
+from ..embedder import Embedder, EmbedderConfig, train
+from ..embedder.model import CONFIG_FILE, MODEL_FILE, RUNTIME_FILE
+from ..embedder.runtime import RuntimeUnavailable, export_litert
+from ..index.classifiers import NearestCentroidClassifier
+from ..index.neighbors import knn_vote, nearest_classes
+from ..index.open_set import DEFAULT_QUANTILE, OpenSetCalibration, calibrate
+from ..index.projection import EmbeddingMap, MapConfig, compute_map, load_map, place_queries, save_map
+from ..index.search import INDEX_FILE, METADATA_FILE, VECTORS_FILE, EmbeddingIndex, Hit, IndexSpec
+from .manifest import Manifest
+from .storage import BundleError, link_or_copy, read_manifest, write_bundle
 
 logger = logging.getLogger(__name__)
 
-#: Version of the bundle layout written by this lookalike; bundles of a newer version are refused.
-FORMAT_VERSION = 2
-MANIFEST_FILE = "manifest.json"
 LOGS_DIR = "logs"
 SKIPPED_FILE = "skipped.csv"
 #: Files whose SHA-256 the manifest records and loading verifies.
 CHECKED_FILES = (MODEL_FILE, CONFIG_FILE, INDEX_FILE, VECTORS_FILE, METADATA_FILE)
 #: Files of the embedder, unchanged by adding or removing images (linked, not rewritten, when such a bundle is saved).
 EMBEDDER_FILES = (MODEL_FILE, CONFIG_FILE, RUNTIME_FILE)
-#: Neighbours examined to rank the nearest classes ("characters").
-CHARACTER_POOL = 1024
-_VERSIONED_PACKAGES = ("lookalike", "tensorflow", "keras", "faiss-cpu", "numpy", "pillow")
+#: Neighbors examined to rank the nearest classes ("characters"): a search of its own, at this depth (an HNSW
+#: index searches it with efSearch = this depth), separate from the top-k search that uses the index's settings.
+CHARACTER_DEPTH = 1024
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link ``source`` to ``target`` (no copy; the old bundle's rename leaves the data in place), else copy it."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
-def _finish_interrupted_replace(directory: Path) -> None:
-    """Put back the previous bundle if a replace-in-place was killed between its two renames."""
-    for retired in sorted(directory.parent.glob(f".{directory.name}.old-*/{directory.name}")):
-        if (retired / MANIFEST_FILE).is_file():
-            logger.warning("restoring %s from an interrupted replace (%s)", directory, retired.parent)
-            os.replace(retired, directory)
-            shutil.rmtree(retired.parent, ignore_errors=True)
-            return
-
-
-class BundleError(RuntimeError):
-    """A bundle cannot be read or written; the message names the directory or file and the problem."""
+def backbone_label(config: EmbedderConfig) -> str:
+    """How the manifest and the app name the backbone of ``config``."""
+    return "MobileNetV2 (alpha 1.0, ImageNet)" if config.backbone == "mobilenet_v2" else "small CNN (from scratch)"
 
 
 @dataclass(frozen=True)
@@ -168,16 +135,6 @@ def _ranked(values: np.ndarray, names: Sequence[str], *, drop_zero: bool = False
     return {names[i]: float(values[i]) for i in order if not (drop_zero and values[i] <= 0)}
 
 
-def _package_versions() -> dict[str, str]:
-    versions = {}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 class Bundle:
     """A trained embedder with the index of the images it embedded; answers look-alike queries.
 
@@ -187,11 +144,13 @@ class Bundle:
     ----------
     embedder : Embedder
     index : EmbeddingIndex
-    manifest : dict
+    manifest : Manifest
         What :meth:`save` writes to ``manifest.json``.
     """
 
-    def __init__(self, embedder: Embedder, index: EmbeddingIndex, manifest: dict, *, log_dir: Path | None = None):
+    def __init__(
+        self, embedder: Embedder, index: EmbeddingIndex, manifest: Manifest, *, log_dir: Path | None = None
+    ):
         if embedder.embedding_dim != index.dim:
             raise BundleError(
                 f"the embedder produces {embedder.embedding_dim}-d embeddings but the index holds {index.dim}-d vectors"
@@ -231,7 +190,7 @@ class Bundle:
         """
         if self._centroids is not None and self._centroids[0] == self.index.version:
             return self._centroids[1]
-        embeddings, labels = self.index.embeddings(), self.index.labels
+        embeddings, labels = self.index.vectors, self.index.labels
         classifier = NearestCentroidClassifier(classes=np.arange(len(self.class_names))).fit(embeddings, labels)
         similarity = np.einsum("nd,nd->n", embeddings, classifier.centroids_[labels])
         typical = np.full(len(self.class_names), -1, dtype=np.int64)
@@ -297,28 +256,25 @@ class Bundle:
         embedder = result.embedder
         indexed = [records[i] for i in result.embedded.indices]
         index = EmbeddingIndex.build(result.embedded.embeddings, indexed, embedder.class_names, spec=index_spec)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "backbone": "MobileNetV2 (alpha 1.0, ImageNet)",
-            "image_size": embedder.config.image_size,
-            "embedding_dim": embedder.embedding_dim,
-            "class_names": list(embedder.class_names),
-            "dataset": {
+        manifest = Manifest(
+            backbone=backbone_label(embedder.config),
+            image_size=embedder.config.image_size,
+            embedding_dim=embedder.embedding_dim,
+            class_names=list(embedder.class_names),
+            dataset={
                 "root": str(dataset.root),
                 "images": len(indexed),
                 "skipped": [{"path": str(f.path), "reason": f.reason} for f in result.embedded.failures],
             },
-            "training": {
+            training={
                 "phase_epochs": result.phase_epochs,
                 "seconds": round(seconds, 1),
                 "val_accuracy": result.val_accuracy,
                 "history": result.history,
                 "config": embedder.config.to_dict(),
             },
-            "open_set": calibrate(index, quantile=open_set_quantile).to_dict(),
-            "versions": _package_versions(),
-        }
+            open_set=calibrate(index, quantile=open_set_quantile).to_dict(),
+        )
         bundle = cls(embedder, index, manifest, log_dir=log_dir)
         bundle._log_files = logs
         return bundle
@@ -338,9 +294,9 @@ class Bundle:
     def open_set(self) -> OpenSetCalibration:
         """The "no close match" threshold: from the manifest, else (a bundle from before it was stored)
         calibrated now with the default quantile."""
-        if "open_set" not in self.manifest:
-            self.manifest["open_set"] = calibrate(self.index).to_dict()
-        return OpenSetCalibration.from_dict(self.manifest["open_set"])
+        if self.manifest.open_set is None:
+            self.manifest = self.manifest.replace(open_set=calibrate(self.index).to_dict())
+        return OpenSetCalibration.from_dict(self.manifest.open_set)
 
     def _write_thumbnails(self, directory: Path) -> None:
         """Write the thumbnail pack of every indexed image into ``directory``: those of the saved bundle are
@@ -348,7 +304,7 @@ class Bundle:
         ids, previous = self.index.ids, self.thumbnails
         if previous is not None and np.array_equal(previous.ids, ids):
             for name in PACK_FILES:
-                _link_or_copy(self.path / name, directory / name)
+                link_or_copy(self.path / name, directory / name)
             return
         kept = [(int(i), previous.get(int(i))) for i in ids] if previous is not None else []
         items = [(i, blob) for i, blob in kept if blob is not None]
@@ -362,7 +318,7 @@ class Bundle:
     @property
     def failures(self) -> list[DecodeFailure]:
         """Dataset files that could not be read when the bundle was built."""
-        return [DecodeFailure(Path(f["path"]), f["reason"]) for f in self.manifest["dataset"]["skipped"]]
+        return self.manifest.skipped
 
     def query(
         self,
@@ -381,11 +337,12 @@ class Bundle:
         embeddings : float32 ndarray of shape (n, d), L2-normalised
         probabilities : float32 ndarray of shape (n, n_classes)
         k : int
-            Number of neighbouring images to return.
+            Number of neighboring images to return (searched with the index's own settings, e.g. efSearch).
         n_characters : int
-            Number of nearest classes to return.
+            Number of nearest classes to return, ranked by each class's best image among the
+            :data:`CHARACTER_DEPTH` nearest (a search of its own).
         knn_k : int
-            Number of neighbours in the k-NN vote.
+            Number of neighbors in the k-NN vote.
         unknown_threshold : float, optional
             Cosine similarity below which the best match counts as "no close match" (default: the bundle's
             calibrated :attr:`open_set` threshold).
@@ -395,16 +352,18 @@ class Bundle:
         list of QueryResult, one per query
         """
         threshold = self.open_set.threshold if unknown_threshold is None else float(unknown_threshold)
-        pool = min(len(self.index), max(k, knn_k, CHARACTER_POOL))
-        found = self.index.search(embeddings, pool)
+        depth = min(len(self.index), CHARACTER_DEPTH)
+        pool = self.index.search(embeddings, depth, ef_search=depth)
+        # An exact index gives the same top-k as a prefix of the deeper search: no second search.
+        found = pool if self.index.spec.type == "flat" else self.index.search(embeddings, max(k, knn_k))
         votes = knn_vote(found.labels[:, :knn_k], found.scores[:, :knn_k], len(self.class_names))
-        ranked = nearest_classes(found.labels, top=n_characters)
+        ranked = nearest_classes(pool.labels, top=n_characters)
         centroid_classifier, typical = self.centroids
         centroid_similarity = centroid_classifier.similarities(embeddings)
         trained_classes = self.embedder.class_names
         results = []
         for row, (positions, _) in enumerate(ranked):
-            characters = [self.index.hit(int(found.rows[row, p]), float(found.scores[row, p])) for p in positions]
+            characters = [self.index.hit(int(pool.rows[row, p]), float(pool.scores[row, p])) for p in positions]
             results.append(
                 QueryResult(
                     predicted=trained_classes[int(np.argmax(probabilities[row]))],
@@ -418,7 +377,7 @@ class Bundle:
                         for c in np.argsort(-centroid_similarity[row], kind="stable")[:n_characters]
                         if typical[c] >= 0
                     ],
-                    unknown=bool(found.scores[row, 0] < threshold),
+                    unknown=bool(pool.scores[row, 0] < threshold),
                     unknown_threshold=threshold,
                 )
             )
@@ -430,7 +389,7 @@ class Bundle:
         Computed once, stored in the bundle directory's ``maps/`` (when the bundle has been saved or was
         loaded) and reused for as long as the indexed embeddings stay the same.
         """
-        embeddings, current = self.index.embeddings(), self.index.fingerprint
+        embeddings, current = self.index.vectors, self.index.fingerprint
         cached = self._maps.get(config) or (load_map(self.path, config) if self.path else None)
         if cached is None or cached.fingerprint != current:
             logger.info("computing the %s map of %d embeddings", config.name, len(embeddings))
@@ -476,6 +435,10 @@ class Bundle:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the bundle to ``directory`` atomically, replacing a bundle already there.
 
+        The bundle object is unchanged apart from ``path`` and ``manifest``: it keeps answering with the
+        runtime it had (a loaded bundle answers with the exported LiteRT model; :meth:`load` the saved bundle to
+        use it after training).
+
         Returns
         -------
         Path
@@ -486,18 +449,13 @@ class Bundle:
         BundleError
             ``directory`` exists, is not empty and is not a bundle (it is never replaced then).
         """
-        target = Path(directory).expanduser().resolve()
-        if target.exists() and any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
-            raise BundleError(f"refusing to replace {target}: it is not empty and not a lookalike bundle")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.writing-", dir=target.parent))
-        try:
-            staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
+
+        def fill(staging: Path) -> Manifest:
             if self.path is not None and (self.path / MODEL_FILE).is_file():
                 # The embedder is the one saved there (it never changes within a bundle): link its files.
                 for name in EMBEDDER_FILES:
                     if (self.path / name).is_file():
-                        _link_or_copy(self.path / name, staging / name)
+                        link_or_copy(self.path / name, staging / name)
             else:
                 self.embedder.save(staging)
                 try:
@@ -508,33 +466,20 @@ class Bundle:
             self._write_thumbnails(staging)
             if self.log_dir is not None and self.log_dir.is_dir():
                 shutil.copytree(self.log_dir, staging / LOGS_DIR)
-            skipped = self.manifest.get("dataset", {}).get("skipped", [])
+            skipped = self.manifest.dataset.get("skipped", [])
             if skipped:
                 with open(staging / SKIPPED_FILE, "w", newline="", encoding="utf-8") as handle:
                     writer = csv.writer(handle)
                     writer.writerow(["path", "reason"])
                     writer.writerows([item["path"], item["reason"]] for item in skipped)
-            checked = [name for name in (*CHECKED_FILES, RUNTIME_FILE, *PACK_FILES) if (staging / name).is_file()]
-            manifest = self.manifest | {
-                "index": self.index.spec.to_dict() | {"size": len(self.index), "metric": "inner_product"},
-                "open_set": calibrate(self.index, quantile=self.open_set.quantile).to_dict(),
-                "class_names": list(self.class_names),
-                "files": {name: _sha256(staging / name) for name in checked},
-            }
-            write_atomic(staging / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False))
-            if target.exists():
-                retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                os.replace(target, retired / target.name)
-                os.replace(staging, target)
-                shutil.rmtree(retired)
-            else:
-                os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        logger.info("wrote bundle %s", target)
-        self.manifest, self.path, self._thumbnails = manifest, target, None
-        self.embedder.attach_runtime(target)
+            return self.manifest.replace(
+                index=self.index.spec.to_dict() | {"size": len(self.index), "metric": "inner_product"},
+                class_names=list(self.class_names),
+                open_set=calibrate(self.index, quantile=self.open_set.quantile).to_dict(),
+            )
+
+        target, self.manifest = write_bundle(directory, fill, checked=(*CHECKED_FILES, RUNTIME_FILE, *PACK_FILES))
+        self.path, self._thumbnails = target, None
         return target
 
     @classmethod
@@ -544,40 +489,10 @@ class Bundle:
         Raises
         ------
         BundleError
-            Not a bundle, written by a newer lookalike, a file missing or damaged, or its parts disagree.
+            Not a bundle, written by another format version, a file missing or damaged, or its parts disagree.
         """
         directory = Path(directory).expanduser()
-        if not directory.exists():
-            _finish_interrupted_replace(directory)
-        manifest_path = directory / MANIFEST_FILE
-        if not manifest_path.is_file():
-            raise BundleError(f"not a lookalike bundle: {manifest_path} not found")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            version = int(manifest["format_version"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise BundleError(f"cannot read bundle manifest {manifest_path}: {error!r}") from error
-        if version > FORMAT_VERSION:
-            raise BundleError(
-                f"bundle {directory} has format version {version}, newer than this lookalike reads "
-                f"(up to {FORMAT_VERSION}); upgrade lookalike"
-            )
-        if version < FORMAT_VERSION:
-            raise BundleError(
-                f"bundle {directory} has format version {version}, from an older lookalike (this one writes "
-                f"{FORMAT_VERSION}: stable ids and stored embeddings); train it again"
-            )
-        for name in sorted(set(CHECKED_FILES) | set(manifest.get("files", {}))):
-            path = directory / name
-            if not path.is_file():
-                raise BundleError(f"bundle file missing: {path}")
-            expected = manifest.get("files", {}).get(name)
-            if expected is None:
-                raise BundleError(
-                    f"{manifest_path} has no checksum for {name}: not written by this lookalike; train again"
-                )
-            if _sha256(path) != expected:
-                raise BundleError(f"damaged bundle file {path}: its SHA-256 does not match the manifest")
+        manifest = read_manifest(directory, required=CHECKED_FILES)
         try:
             embedder = Embedder.load(directory)
             index = EmbeddingIndex.load(directory)
