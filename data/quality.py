@@ -15,7 +15,7 @@ issue                     rule (flagged when)                                   
 ``light``                 1 - 5th percentile of brightness < 0.05 (even the dark pixels are bright)    CleanVision
 ``low_information``       0.1 x entropy (bits) of the 768-bin RGB histogram < 0.2                      CleanVision*
 ``odd_aspect_ratio``      min(w / h, h / w) < 0.35                                                     CleanVision
-``odd_size``              sqrt(w h) outside Tukey's fences with factor 3 over the set                  CleanVision
+``odd_size``              log sqrt(w h) outside Tukey's fences with factor 3 over the set              CleanVision*
 ``blurry``                sharpness < 0.35 x the set's median sharpness                                lookalike
 ``grayscale``             the image is gray while most of the set is colour                           lookalike
 ========================  ===========================================================================  =========
@@ -37,8 +37,10 @@ Where lookalike differs (* and the last two rows), and why (measured in ``benchm
 - **grayscale**: CleanVision flags files stored in mode ``L``; lookalike also flags RGB files whose three
   channels agree (99th percentile of the per-pixel channel spread at most 2 levels), and only when most of
   the set is colour ("grayscale among colour": in an all-gray set no image is an issue).
-- **odd_size**: when the interquartile range of sizes is 0 (every image alike but one), CleanVision flags every
-  other size; lookalike uses a spread of at least 10 % of the median size.
+- **odd_size**: CleanVision puts the fences on sqrt(w h) itself; sizes vary by factors, and on a linear scale the
+  lower fence q1 - 3 IQR is below 0 whenever q1 < 3 IQR, so a thumbnail of 8 x 8 pixels among 60-pixel sprites
+  is never flagged. lookalike puts the fences on log sqrt(w h), with an interquartile range of at least
+  log 1.1 (when every image has the same size, CleanVision flags any other size, however close).
 
 Nothing here writes to the files.
 """
@@ -256,10 +258,10 @@ def check_quality(
     p99, p5, entropy, sharpness, channel_spread = (np.asarray(c, dtype=np.float32) for c in columns[3:])
     gray = np.array([m in ("1", "L", "LA", "I", "F") or m.startswith("I;16") for m in columns[2]], dtype=bool)
     gray |= channel_spread <= thresholds.grayscale_spread
-    size = np.sqrt(width * height.astype(np.float64))
+    size = np.log(np.maximum(np.sqrt(width * height.astype(np.float64)), 1.0))
     if len(size):
-        q1, median, q3 = np.percentile(size, [25, 50, 75])
-        iqr = max(q3 - q1, 0.1 * median)
+        q1, q3 = np.percentile(size, [25, 75])
+        iqr = max(q3 - q1, np.log(1.1))
         odd_size = (size < q1 - thresholds.odd_size_iqr * iqr) | (size > q3 + thresholds.odd_size_iqr * iqr)
         blurry = sharpness < thresholds.blurry * np.median(sharpness)
     else:

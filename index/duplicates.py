@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Cosine similarity above which two frozen-feature embeddings are near duplicates (see benchmarks/data_health).
-DEFAULT_THRESHOLD = 0.90
+DEFAULT_THRESHOLD = 0.92
 #: ``method="auto"`` searches exactly up to this many vectors and with IVF above.
 EXACT_LIMIT = 50_000
 METHODS = ("auto", "exact", "ivf")
