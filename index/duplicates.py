@@ -21,7 +21,7 @@ typical one: the largest sum of similarities to the other members it is paired w
 is inflated, a *leaky split*). Nothing here touches the files; the keeper is a suggestion.
 
 :data:`DEFAULT_THRESHOLD` is chosen for the frozen ImageNet MobileNetV2 features
-(:func:`lookalike.index.imagenet_features`) in ``benchmarks/data_health``; a trained embedder pulls images of
+(:func:`lookalike.bundle.imagenet_features`) in ``benchmarks/data_health``; a trained embedder pulls images of
 a class together, so its embeddings need a higher threshold.
 """
 
@@ -398,7 +398,7 @@ def find_duplicates(
     Parameters
     ----------
     vectors : float32 ndarray of shape (n, d), L2-normalised
-        One embedding per image (e.g. :func:`lookalike.index.imagenet_features`).
+        One embedding per image (e.g. :func:`lookalike.bundle.imagenet_features`).
     threshold : float
         Cosine similarity above which two images are near duplicates.
     ids : int64 ndarray of shape (n,), optional
@@ -445,7 +445,7 @@ def index_duplicates(
     Parameters
     ----------
     index : EmbeddingIndex
-        E.g. ``bundle.index`` or, for the default threshold, :func:`lookalike.index.imagenet_features`.
+        E.g. ``bundle.index`` or, for the default threshold, :func:`lookalike.bundle.imagenet_features`.
     threshold : float
     hashes, sizes : optional
         Of ``index.records`` in row order (``hash_files([r.path for r in index.records])``).

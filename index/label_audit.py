@@ -30,6 +30,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from .classifiers import softmax
 from .neighbors import knn_vote
+from .outliers import centroid_similarities
 from .search import EmbeddingIndex
 
 
@@ -127,24 +128,6 @@ class Audit:
         return dict(sorted(spread.items(), key=lambda item: -item[1]))
 
 
-def _leave_one_out_centroids(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Cosine similarity of each image to every class centroid, its own class's centroid computed without it.
-
-    Returns float32 of shape (n, n_classes); a class with a single image has similarity 0 to it.
-    """
-    sums = np.zeros((n_classes, embeddings.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, embeddings)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    similarities = embeddings @ (sums / np.where(norms > 0, norms, 1.0)).T
-    own = sums[labels] - embeddings
-    own_norm = np.linalg.norm(own, axis=1)
-    rows = np.arange(len(labels))
-    similarities[rows, labels] = np.where(
-        own_norm > 1e-9, np.einsum("nd,nd->n", embeddings, own) / np.maximum(own_norm, 1e-9), 0.0
-    )
-    return similarities.astype(np.float32)
-
-
 def _leave_one_out_knn(index: EmbeddingIndex, embeddings: np.ndarray, k: int) -> np.ndarray:
     """k-NN vote of each image's k nearest other images."""
     found = index.search(embeddings, min(k + 1, len(index)))
@@ -193,7 +176,7 @@ def audit(index: EmbeddingIndex, *, k: int = 10, folds: int = 5, temperature: fl
     """
     embeddings, labels = index.vectors, index.labels
     n_classes = len(index.class_names)
-    similarities = _leave_one_out_centroids(embeddings, labels, n_classes)
+    similarities = centroid_similarities(embeddings, labels, n_classes)
     rows = np.arange(len(labels))
     own_distance = 1.0 - similarities[rows, labels]
     others = similarities.copy()

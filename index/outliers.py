@@ -1,7 +1,7 @@
 """Outliers and uniqueness: how typical each image is of its class, and how far it is from every class.
 
 Per image, from L2-normalised embeddings (trained, or the frozen ImageNet features of
-:func:`lookalike.index.imagenet_features`, which do not learn the labels):
+:func:`lookalike.bundle.imagenet_features`, which do not learn the labels):
 
 - **centroid distance**: cosine distance (1 - cosine similarity) to its own class centroid, computed without
   the image (leave-one-out, as :mod:`lookalike.index.label_audit` does), so a class of 6 is not pulled towards

@@ -12,7 +12,7 @@ from lookalike.app.cli import main
 from lookalike.data import ImageRecord
 from lookalike.bundle import imagenet_features
 from lookalike.index import EmbeddingIndex, audit
-from lookalike.index.label_audit import _leave_one_out_centroids
+from lookalike.index.outliers import centroid_similarities
 
 
 def _clusters(seed=0, per_class=12, n_classes=3, d=16, spread=0.3):
@@ -25,7 +25,7 @@ def _clusters(seed=0, per_class=12, n_classes=3, d=16, spread=0.3):
 
 def test_leave_one_out_centroid_similarity_equals_recomputing_without_the_image():
     x, labels = _clusters()
-    similarities = _leave_one_out_centroids(x, labels, 3)
+    similarities = centroid_similarities(x, labels, 3)
     for i in (0, 13, 35):
         keep = (labels == labels[i]) & (np.arange(len(x)) != i)
         centroid = x[keep].mean(axis=0)

@@ -309,7 +309,7 @@ def parse_config(pairs: list[str]):
 
 def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: list[Path]) -> dict:
     from lookalike.data import load_folder
-    from lookalike.index import Bundle
+    from lookalike.bundle import Bundle
 
     spec = protocol(name, roots[name], args.per_character)
     print(
@@ -347,18 +347,18 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
         started = time.perf_counter()
         bundle = Bundle.train(dataset, config=config, progress=True)
         train_seconds = time.perf_counter() - started
-        bundle.save(Path(scratch) / "bundle")  # as `lookalike train` does: exports and attaches the LiteRT runtime
+        bundle = Bundle.load(bundle.save(Path(scratch) / "bundle"))  # as `lookalike train` does: the LiteRT runtime
         started = time.perf_counter()
         answers = {kind: lookalike_answers(bundle, variants[kind], f"{name} {kind}") for kind in KINDS}
         unknown_answers = lookalike_answers(bundle, unknown, f"{name} unknown")
         foreign_answers = lookalike_answers(bundle, foreign, f"{name} foreign")
         query_seconds = time.perf_counter() - started
-        training = bundle.manifest["training"]
+        training = bundle.manifest.training
         lookalike_open = open_set(
             answers["as-is"]["score"],
             unknown_answers["score"],
             foreign_answers["score"],
-            threshold_of(bundle.index.embeddings()),
+            threshold_of(bundle.index.vectors),
         )
     kinds = {}
     for kind in KINDS:
