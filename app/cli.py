@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         help="evaluate on this folder instead of the bundle's held-out images",
     )
-    evaluate.add_argument("--knn-k", type=int, default=10, help="neighbours in the k-NN vote (default %(default)s)")
+    evaluate.add_argument("--knn-k", type=int, default=10, help="neighbors in the k-NN vote (default %(default)s)")
 
     split = commands.add_parser("split", help="write a few-shot train/ + test/ split of a dataset")
     split.set_defaults(handler=_split)
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recall.set_defaults(handler=_recall)
     recall.add_argument("bundle", metavar="BUNDLE", type=Path)
-    recall.add_argument("-k", type=int, default=10, help="neighbours compared (default %(default)s)")
+    recall.add_argument("-k", type=int, default=10, help="neighbors compared (default %(default)s)")
     recall.add_argument(
         "--queries", type=int, default=1000, help="stored embeddings used as queries (default %(default)s)"
     )

@@ -41,7 +41,7 @@ PALETTE = (
 
 @dataclass(frozen=True)
 class PlacedQuery:
-    """A query on the map: its position (dims,), the index rows of its top-k neighbours, and a caption."""
+    """A query on the map: its position (dims,), the index rows of its top-k neighbors, and a caption."""
 
     position: np.ndarray
     neighbor_rows: np.ndarray
@@ -82,7 +82,7 @@ def _scatter(dims: int, points: np.ndarray, **options):
 def map_figure(
     bundle: Bundle, embedding_map: EmbeddingMap, *, query: PlacedQuery | None = None, classes: list[str] | None = None
 ) -> go.Figure:
-    """Interactive scatter of the map: one trace per class, centroids marked, the query and its neighbours highlighted.
+    """Interactive scatter of the map: one trace per class, centroids marked, the query and its neighbors highlighted.
 
     Parameters
     ----------
@@ -133,11 +133,11 @@ def map_figure(
             )
         )
     if query is not None:
-        neighbours = coordinates[query.neighbor_rows[query.neighbor_rows >= 0]]
+        neighbors = coordinates[query.neighbor_rows[query.neighbor_rows >= 0]]
         fig.add_trace(
             _scatter(
                 dims,
-                neighbours,
+                neighbors,
                 mode="markers",
                 name="query's nearest images",
                 marker=dict(size=marker_size + 8, color="rgba(0,0,0,0)", line=dict(color="crimson", width=2)),

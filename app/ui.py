@@ -346,7 +346,7 @@ def _audit_view(registry: BundleRegistry, files: ServedFiles, session: gr.State)
         row = state["ranked"][event.index[0]]
         hit, names = bundle.index.hit(row, 1.0), bundle.class_names
         predicted = state["knn"][row]
-        caption = f"**{hit.path.name}**, labelled **{hit.label}**; its neighbours say **{names[predicted]}**"
+        caption = f"**{hit.path.name}**, labelled **{hit.label}**; its neighbors say **{names[predicted]}**"
         return (
             caption,
             files.thumbnail(bundle, hit.id),
@@ -381,7 +381,7 @@ def _audit_view(registry: BundleRegistry, files: ServedFiles, session: gr.State)
     with gr.Row():
         suspect = gr.Image(label="Selected image", interactive=False, height=220)
         labelled = gr.Gallery(label="Its labelled class", columns=3, height=220, object_fit="contain")
-        predicted = gr.Gallery(label="The class its neighbours say", columns=3, height=220, object_fit="contain")
+        predicted = gr.Gallery(label="The class its neighbors say", columns=3, height=220, object_fit="contain")
     spread = gr.Dataframe(headers=["class", "mean distance to centroid"], label="Loosest classes", interactive=False)
     confusion = gr.Dataframe(
         label="Out-of-fold k-NN confusion (rows: label, columns: prediction); select a cell", interactive=False

@@ -402,7 +402,7 @@ class Bundle:
     def place_on_map(
         self, embeddings: np.ndarray, embedding_map: EmbeddingMap, *, k: int = 10
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of query embeddings on a map, and the rows of the neighbours that placed them.
+        """Positions of query embeddings on a map, and the rows of the neighbors that placed them.
 
         Parameters
         ----------
@@ -410,13 +410,13 @@ class Bundle:
         embedding_map : EmbeddingMap
             From :meth:`embedding_map`.
         k : int
-            Neighbours averaged (see :func:`lookalike.index.projection.place_queries`).
+            Neighbors averaged (see :func:`lookalike.index.projection.place_queries`).
 
         Returns
         -------
         positions : float32 ndarray of shape (n, dims)
         neighbor_rows : int64 ndarray of shape (n, k)
-            Rows (positions in ``index.records``) of those neighbours.
+            Rows (positions in ``index.records``) of those neighbors.
         """
         found = self.index.search(embeddings, min(k, len(self.index)))
         return place_queries(embedding_map.coordinates, found.rows, found.scores), found.rows

@@ -30,7 +30,7 @@ Where lookalike differs (* and the last two rows), and why (measured in ``benchm
 - **blurry**: CleanVision scores the standard deviation of a 3x3 edge filter on a 64-pixel copy, plus a term
   for the spread of the gray histogram that exempts any image with a large uniform background. Every sprite
   on white has one, so CleanVision flags none of them, blurred or not. lookalike's **sharpness** is the
-  standard deviation of the 4-neighbour Laplacian of the gray image divided by the standard deviation of the
+  standard deviation of the 4-neighbor Laplacian of the gray image divided by the standard deviation of the
   gray values (contrast-free: a dark image is not blurry for being dark), and an image is blurry when its
   sharpness is below 0.35 times the median of the set it is checked with (a relative rule like CleanVision's
   ``odd_size``: what is sharp differs between photos and pixel art). It needs a set of about ten images or more.

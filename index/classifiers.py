@@ -81,7 +81,7 @@ class _EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
 
 class KNNClassifier(_EmbeddingClassifier):
-    """Similarity-weighted k-nearest-neighbour vote (see :func:`lookalike.index.knn_vote`).
+    """Similarity-weighted k-nearest-neighbor vote (see :func:`lookalike.index.knn_vote`).
 
     Parameters
     ----------

@@ -8,7 +8,7 @@ benchmark, the audit found 77 of 134 flips from the trained embeddings and 126 f
 
 Every image is judged by classifiers that did not see it (out-of-fold):
 
-- **k-NN**: leave-one-out; its neighbours exclude itself;
+- **k-NN**: leave-one-out; its neighbors exclude itself;
 - **centroid**: leave-one-out; its own class centroid is recomputed without it;
 - **softmax**: ``folds``-fold cross-validation of the head's last layer, a multinomial logistic regression
   on the embeddings: scikit-learn's ``cross_val_predict(..., method="predict_proba")``.
@@ -132,7 +132,7 @@ def _leave_one_out_knn(index: EmbeddingIndex, embeddings: np.ndarray, k: int) ->
     """k-NN vote of each image's k nearest other images."""
     found = index.search(embeddings, min(k + 1, len(index)))
     not_self = found.rows != np.arange(len(embeddings))[:, None]
-    # Keep the first k neighbours that are not the image itself (a duplicate image may outrank it).
+    # Keep the first k neighbors that are not the image itself (a duplicate image may outrank it).
     order = np.argsort(~not_self, axis=1, kind="stable")[:, :k]
     labels = np.take_along_axis(np.where(not_self, found.labels, -1), order, axis=1)
     scores = np.take_along_axis(found.scores, order, axis=1)
@@ -162,7 +162,7 @@ def audit(index: EmbeddingIndex, *, k: int = 10, folds: int = 5, temperature: fl
     index : EmbeddingIndex
         With at least two classes; its stored embeddings and labels are audited.
     k : int
-        Neighbours in the leave-one-out k-NN vote.
+        Neighbors in the leave-one-out k-NN vote.
     folds : int
         Cross-validation folds of the softmax layer.
     temperature : float

@@ -1,4 +1,4 @@
-"""What the nearest neighbours say: a k-nearest-neighbour vote and the nearest classes ("characters")."""
+"""What the nearest neighbors say: a k-nearest-neighbor vote and the nearest classes ("characters")."""
 
 from __future__ import annotations
 
@@ -6,25 +6,25 @@ import numpy as np
 
 
 def knn_vote(labels: np.ndarray, scores: np.ndarray, n_classes: int, *, weighted: bool = True) -> np.ndarray:
-    """Class probabilities from a vote of each query's nearest neighbours.
+    """Class probabilities from a vote of each query's nearest neighbors.
 
-    Each neighbour votes for its class with weight ``max(score, 0)`` (similarity-weighted) or 1
-    (``weighted=False``); votes are normalised to sum to one per query. A query whose neighbours all have
+    Each neighbor votes for its class with weight ``max(score, 0)`` (similarity-weighted) or 1
+    (``weighted=False``); votes are normalised to sum to one per query. A query whose neighbors all have
     zero weight gets an unweighted vote.
 
     Parameters
     ----------
     labels : int64 ndarray of shape (n_queries, k)
-        Class index of each neighbour, -1 for no neighbour (ignored).
+        Class index of each neighbor, -1 for no neighbor (ignored).
     scores : float32 ndarray of shape (n_queries, k)
-        Cosine similarity of each neighbour.
+        Cosine similarity of each neighbor.
     n_classes : int
     weighted : bool
 
     Returns
     -------
     float32 ndarray of shape (n_queries, n_classes)
-        Rows sum to 1 (all zero for a query without neighbours).
+        Rows sum to 1 (all zero for a query without neighbors).
     """
     valid = labels >= 0
     weights = np.where(valid, np.maximum(scores, 0.0) if weighted else 1.0, 0.0)
@@ -40,15 +40,15 @@ def knn_vote(labels: np.ndarray, scores: np.ndarray, n_classes: int, *, weighted
 def nearest_classes(labels: np.ndarray, *, top: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Rank classes by their best-matching image, for each query.
 
-    A class's score is the similarity of its most similar image among the neighbours (its first
-    occurrence, since neighbours come best first); classes with no image among them are not ranked.
+    A class's score is the similarity of its most similar image among the neighbors (its first
+    occurrence, since neighbors come best first); classes with no image among them are not ranked.
 
     Parameters
     ----------
     labels : int64 ndarray of shape (n_queries, k)
-        Class index of each neighbour, best first; -1 for no neighbour.
+        Class index of each neighbor, best first; -1 for no neighbor.
     top : int
-        Number of classes to return per query (fewer when fewer classes are among the neighbours).
+        Number of classes to return per query (fewer when fewer classes are among the neighbors).
 
     Returns
     -------

@@ -6,7 +6,7 @@ Per image, from L2-normalised embeddings (trained, or the frozen ImageNet featur
 - **centroid distance**: cosine distance (1 - cosine similarity) to its own class centroid, computed without
   the image (leave-one-out, as :mod:`lookalike.index.label_audit` does), so a class of 6 is not pulled towards
   each of its members;
-- **neighbour distance** (uniqueness): mean cosine distance to its k nearest other images of any class
+- **neighbor distance** (uniqueness): mean cosine distance to its k nearest other images of any class
   (FAISS exact search); large for an image unlike anything else in the set;
 - **typicality rank** within its class, 0 = nearest its centroid;
 - **class outlier**: its centroid distance lies above Tukey's upper fence (Q3 + 1.5 IQR) of the centroid
@@ -147,7 +147,7 @@ def find_outliers(
     paths: Sequence | None = None,
     splits: Sequence | None = None,
 ) -> OutlierReport:
-    """Centroid and neighbour distances, typicality ranks and outlier flags of every image.
+    """Centroid and neighbor distances, typicality ranks and outlier flags of every image.
 
     Parameters
     ----------
@@ -157,7 +157,7 @@ def find_outliers(
     class_names : sequence of str, optional
         Default ``"0", "1", ...``.
     k : int
-        Neighbours of the neighbour distance (fewer when the set is smaller).
+        Neighbors of the neighbor distance (fewer when the set is smaller).
     ids : int64 ndarray of shape (n,), optional
     paths, splits : sequence of length n, optional
 

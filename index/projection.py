@@ -38,7 +38,7 @@ class MapConfig:
     dims : int
         2 or 3.
     n_neighbors : int
-        UMAP's neighbourhood size (t-SNE uses ``perplexity = n_neighbors`` too).
+        UMAP's neighborhood size (t-SNE uses ``perplexity = n_neighbors`` too).
     min_dist : float
         UMAP's minimum distance between embedded points (0.5: trained classes are tight, and smaller values
         shrink each class to a dot).
@@ -103,13 +103,13 @@ def compute_map(embeddings: np.ndarray, config: MapConfig = MapConfig()) -> Embe
     n = len(embeddings)
     if n < 3:
         raise ValueError(f"a map needs at least 3 embeddings; got {n}")
-    neighbours = max(2, min(config.n_neighbors, n - 1))
+    neighbors = max(2, min(config.n_neighbors, n - 1))
     if config.method == "umap":
         import umap
 
         reducer = umap.UMAP(
             n_components=config.dims,
-            n_neighbors=neighbours,
+            n_neighbors=neighbors,
             min_dist=config.min_dist,
             metric="cosine",
             random_state=config.seed,
@@ -119,7 +119,7 @@ def compute_map(embeddings: np.ndarray, config: MapConfig = MapConfig()) -> Embe
 
         reducer = TSNE(
             n_components=config.dims,
-            perplexity=min(float(neighbours), (n - 1) / 3),
+            perplexity=min(float(neighbors), (n - 1) / 3),
             metric="cosine",
             init="pca",
             random_state=config.seed,
@@ -129,7 +129,7 @@ def compute_map(embeddings: np.ndarray, config: MapConfig = MapConfig()) -> Embe
 
 
 def place_queries(coordinates: np.ndarray, neighbor_rows: np.ndarray, neighbor_scores: np.ndarray) -> np.ndarray:
-    """Place queries on a map: the similarity-weighted mean of their neighbours' positions.
+    """Place queries on a map: the similarity-weighted mean of their neighbors' positions.
 
     Parameters
     ----------

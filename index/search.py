@@ -3,7 +3,7 @@
 Three index types (FAISS names in brackets):
 
 - ``flat``: exact search (``IDMap2,Flat``), the default for small indexes;
-- ``hnsw``: a graph of nearest neighbours (``IDMap2,HNSW32,Flat``; Malkov & Yashunin, "Efficient and
+- ``hnsw``: a graph of nearest neighbors (``IDMap2,HNSW32,Flat``; Malkov & Yashunin, "Efficient and
   robust approximate nearest neighbor search using Hierarchical Navigable Small World graphs", 2016);
 - ``ivf``: an inverted file over k-means cells (``IVF<nlist>,Flat``; Jegou et al., "Product quantization
   for nearest neighbor search", 2011, section 4).
@@ -84,7 +84,7 @@ class IndexSpec:
         ``"flat"`` (exact), ``"hnsw"``, ``"ivf"``, or ``"auto"``: flat below :data:`EXACT_SEARCH_LIMIT`
         vectors, else HNSW (resolved when the index is built).
     hnsw_m : int
-        HNSW: neighbours per node (graph degree).
+        HNSW: neighbors per node (graph degree).
     ef_construction : int
         HNSW: candidate list size while building.
     ef_search : int

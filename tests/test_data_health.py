@@ -180,7 +180,7 @@ def test_outliers_rank_typicality_and_flag_an_image_far_from_every_class():
     # Leave-one-out centroid distance, recomputed directly.
     others = vectors[(labels == 0) & (np.arange(90) != 7)].sum(axis=0)
     assert report.centroid_distance[7] == pytest.approx(1 - vectors[7] @ others / np.linalg.norm(others), abs=1e-5)
-    # Neighbour distance, recomputed by brute force without the image itself.
+    # Neighbor distance, recomputed by brute force without the image itself.
     gram = vectors @ vectors.T
     np.fill_diagonal(gram, -np.inf)
     assert report.neighbor_distance[7] == pytest.approx(1 - np.sort(gram[7])[-5:].mean(), abs=1e-5)

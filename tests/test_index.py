@@ -1,4 +1,4 @@
-"""The FAISS index against numpy brute force, its persistence, and the neighbour votes."""
+"""The FAISS index against numpy brute force, its persistence, and the neighbor votes."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_ids_map_to_metadata(indexed):
     assert len(index.hits(result, 1, k=2)) == 2
 
 
-def test_more_neighbours_than_images_pads_with_minus_one():
+def test_more_neighbors_than_images_pads_with_minus_one():
     rng = np.random.default_rng(2)
     records = [ImageRecord(Path(f"{i}.png"), CLASSES[i], "train") for i in range(3)]
     index = EmbeddingIndex.build(_normalised(rng, 3, 8), records, CLASSES)

@@ -5,7 +5,7 @@ numpy.random.default_rng(0).permutation(n), take the first 6 for training and te
 validation split: every run trains its full schedule, and the test images are never used in training.
 
 Baselines, on the same split and the same ImageNet MobileNetV2 (224 px, global average pooling,
-L2-normalised): cosine 1-nearest-neighbour, nearest class centroid, scikit-learn logistic regression.
+L2-normalised): cosine 1-nearest-neighbor, nearest class centroid, scikit-learn logistic regression.
 
     python benchmarks/accuracy/run.py                       # both shared datasets
     python benchmarks/accuracy/run.py --datasets freedroidrpg

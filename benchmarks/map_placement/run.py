@@ -3,10 +3,10 @@
 On a bundle (default: the demo bundle), in one run:
 
 1. time to compute the 2-D UMAP map of all embeddings (stored in the bundle afterwards);
-2. time to place one query embedding (nearest-neighbour search + similarity-weighted mean), p50 and p99 over
+2. time to place one query embedding (nearest-neighbor search + similarity-weighted mean), p50 and p99 over
    200 queries, separately from embedding the image;
 3. fidelity: fit UMAP on 90 % of the embeddings, place the other 10 % both with ``umap.transform`` and with
-   lookalike's neighbour mean, and report how often each lands nearest to its own class (class positions are
+   lookalike's neighbor mean, and report how often each lands nearest to its own class (class positions are
    the medians of the fitted points) and how far apart the two placements are, relative to the map's extent.
 
     python benchmarks/map_placement/run.py [--bundle PATH]
@@ -66,7 +66,7 @@ def main() -> None:
     umap_ms = (time.perf_counter() - started) / held.sum() * 1000
     similarities = embeddings[held] @ embeddings[~held].T
     ids = np.argsort(-similarities, axis=1)[:, :10]
-    by_neighbours = place_queries(fitted, ids, np.take_along_axis(similarities, ids, axis=1))
+    by_neighbors = place_queries(fitted, ids, np.take_along_axis(similarities, ids, axis=1))
     centres = np.stack([np.median(fitted[labels[~held] == c], axis=0) for c in range(len(bundle.class_names))])
 
     def own_class_rate(points: np.ndarray) -> float:
@@ -74,9 +74,9 @@ def main() -> None:
         return float(np.mean(nearest == labels[held]))
 
     extent = np.linalg.norm(fitted.max(axis=0) - fitted.min(axis=0))
-    gap = np.median(np.linalg.norm(by_umap - by_neighbours, axis=1)) / extent
+    gap = np.median(np.linalg.norm(by_umap - by_neighbors, axis=1)) / extent
     print(
-        f"{held.sum()} held-out embeddings: nearest own class {own_class_rate(by_neighbours):.3f} (neighbour mean) "
+        f"{held.sum()} held-out embeddings: nearest own class {own_class_rate(by_neighbors):.3f} (neighbor mean) "
         f"vs {own_class_rate(by_umap):.3f} (umap.transform, {umap_ms:.1f} ms per point in a batch); "
         f"median gap between the two {gap:.1%} of the map's extent"
     )

@@ -6,7 +6,7 @@ On a trained bundle (default: the demo bundle), in one run:
    written to part files) against Keras ``model.predict`` of the same classifier on the same files, decoded
    by the same parallel decoder; on every image of the shared datasets (3,676 PNG sprites), then on large
    JPEG photos made from some of them by upscaling (decoded with Pillow's draft mode);
-2. query latency, image file -> full answer (probabilities, characters, neighbours, k-NN vote, centroids),
+2. query latency, image file -> full answer (probabilities, characters, neighbors, k-NN vote, centroids),
    p50 and p99 over 200 queries, on the bundle's index grown to 10k and 100k vectors (the real embeddings
    plus perturbed copies, as many images of the same characters would give);
 3. approximate search on 1M synthetic 256-d vectors (2,000 "characters" x 10 "poses" x noise, see
