@@ -34,7 +34,7 @@ def quietly():
         os.close(null)
 
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "3")
 with quietly():
     import keras  # noqa: E402  (imports TensorFlow)
 if not verbose():

@@ -60,10 +60,11 @@ class LiteRTRunner:
     def __init__(self, path: str | os.PathLike, *, embedding_dim: int, threads: int | None = None):
         interpreter_class = _interpreter_class()
         self.path = Path(path)
-        self._interpreter = interpreter_class(str(self.path), num_threads=threads or os.cpu_count() or 1)
-        self._input = self._interpreter.get_input_details()[0]
-        self._interpreter.resize_tensor_input(self._input["index"], [1, *self._input["shape"][1:]])
-        self._interpreter.allocate_tensors()
+        with quietly():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            self._interpreter = interpreter_class(str(self.path), num_threads=threads or os.cpu_count() or 1)
+            self._input = self._interpreter.get_input_details()[0]
+            self._interpreter.resize_tensor_input(self._input["index"], [1, *self._input["shape"][1:]])
+            self._interpreter.allocate_tensors()
         outputs = self._interpreter.get_output_details()
         self._embedding = next(o for o in outputs if o["shape"][-1] == embedding_dim)
         self._probabilities = next(o for o in outputs if o["index"] != self._embedding["index"])
