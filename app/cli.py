@@ -290,11 +290,40 @@ def build_parser() -> argparse.ArgumentParser:
     map_.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2 or 3 dimensions (default %(default)s)")
     map_.add_argument("--query", type=Path, metavar="IMAGE", help="place this image on the map with its nearest images")
 
-    audit = commands.add_parser("audit", help="rank suspected label errors and outliers")
+    audit = commands.add_parser(
+        "audit", help="data health: label errors, outliers, duplicates, image quality, class balance"
+    )
     audit.set_defaults(handler=_audit)
     audit.add_argument("bundle", metavar="BUNDLE", type=Path)
-    audit.add_argument("--top", type=int, default=20, help="how many suspects to list (default %(default)s)")
-    audit.add_argument("--csv", type=Path, metavar="FILE", help="write every image's audit numbers to this CSV file")
+    audit.add_argument(
+        "--issues",
+        default="label",
+        help="comma-separated checks among label,outlier,duplicate,quality,balance, or all (default %(default)s)",
+    )
+    audit.add_argument("--top", type=int, default=20, help="how many rows of each table to print (default %(default)s)")
+    audit.add_argument(
+        "--csv",
+        type=Path,
+        metavar="FILE",
+        help="write the label audit of every image to FILE; other checks go to FILE's folder as <stem>-<issue>.csv",
+    )
+
+    duplicates = commands.add_parser(
+        "duplicates", help="exact and near-duplicate images, and duplicates across splits (leaky splits)"
+    )
+    duplicates.set_defaults(handler=_duplicates)
+    duplicates.add_argument("bundle", metavar="BUNDLE", type=Path)
+    duplicates.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="cosine similarity of frozen ImageNet features from which two images are near duplicates (default 0.92)",
+    )
+    duplicates.add_argument("--csv", type=Path, metavar="FILE", help="write one row per pair to this CSV file")
+    duplicates.add_argument(
+        "--query", nargs="+", type=Path, metavar="PATH", help="check these new files or folders against the bundle instead"
+    )
+    duplicates.add_argument("--top", type=int, default=20, help="how many pairs to print (default %(default)s)")
 
     embed = commands.add_parser(
         "embed", help="embed image files or folders of any size into a folder of embedding parts (resumable)"
@@ -487,24 +516,98 @@ def _map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _issues(value: str) -> list[str]:
+    from lookalike.bundle.health import ISSUES
+
+    chosen = list(ISSUES) if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in ISSUES]
+    if unknown:
+        raise ValueError(f"unknown --issues {', '.join(unknown)}; choose among {','.join(ISSUES)} or all")
+    return chosen
+
+
+def _write_csv(table, args: argparse.Namespace, issue: str) -> None:
+    if args.csv:
+        path = args.csv if issue == "label" else args.csv.with_name(f"{args.csv.stem}-{issue}.csv")
+        table.to_csv(path, index=False, float_format="%.4f")
+        print(f"{issue}: {len(table)} rows written to {path}")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from lookalike.bundle import Bundle, audit_bundle
+    from lookalike.bundle import health
+
+    try:
+        issues = _issues(args.issues)
+    except ValueError as error:
+        print(f"lookalike: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    bundle = Bundle.load(args.bundle)
+    print(f"audit of {len(bundle.index)} images of {args.bundle}: {', '.join(issues)}")
+    if "label" in issues:
+        result, features = audit_bundle(bundle, progress=True)
+        table = result.to_frame(features)
+        shown = table.head(args.top)[
+            ["suspicion", "margin", "label", "knn_predicted", "softmax_predicted", "outlier", "path"]
+        ].rename(columns={"knn_predicted": "k-NN says", "softmax_predicted": "softmax says"})
+        shown.insert(0, "rank", range(1, len(shown) + 1))
+        print("\n== suspected label errors (out of fold, frozen ImageNet features)")
+        print(shown.to_string(index=False, float_format="{:.3f}".format))
+        print(f"{int(result.outlier.sum())} outliers (distance to the nearest centroid > {result.outlier_threshold:.3f})")
+        print("loosest classes (mean cosine distance to their centroid):")
+        for name, spread in list(result.class_spread().items())[:5]:
+            print(f"  {name:<24} {spread:.3f}")
+        _write_csv(table, args, "label")
+    if "outlier" in issues:
+        report = health.bundle_outliers(bundle, progress=True)
+        print(f"\n== outliers: {int(report.class_outlier.sum())} far from their class, {int(report.far_from_all.sum())} far from every class")
+        print(report.least_typical(1).head(args.top).to_string(index=False, float_format="{:.3f}".format))
+        _write_csv(report.to_frame(), args, "outlier")
+    if "duplicate" in issues:
+        report = health.bundle_duplicates(bundle, progress=True)
+        _print_duplicates(report, args.top)
+        _write_csv(report.to_frame(), args, "duplicate")
+    if "quality" in issues:
+        report = health.bundle_quality(bundle)
+        print("\n== image quality: " + ", ".join(f"{issue} {n}" for issue, n in report.summary().items()))
+        flagged = report.issues_frame()
+        if len(flagged):
+            print(flagged.head(args.top).to_string(index=False))
+        _write_csv(report.to_frame(), args, "quality")
+    if "balance" in issues:
+        report = health.bundle_balance(bundle)
+        small = report.too_small()
+        print(f"\n== class balance: imbalance {report.imbalance():.1f}; " + (f"too small for the few-shot protocol: {', '.join(small)}" if small else "every class has enough train images"))
+        print(report.to_frame().head(args.top).to_string(index=False))
+        _write_csv(report.to_frame(), args, "balance")
+    return 0
+
+
+def _print_duplicates(report, top: int) -> None:
+    table = report.to_frame()
+    print(
+        f"\n== duplicates (cosine >= {report.threshold:.2f}): {len(report)} pairs, {int(report.exact.sum())} exact, "
+        f"{int(report.cross_split.sum())} across splits (leaky), {report.n_clusters} clusters"
+    )
+    if len(table):
+        print(table.head(top)[["similarity", "exact", "cross_split", "path_a", "path_b"]].to_string(index=False, float_format="{:.3f}".format))
+
+
+def _duplicates(args: argparse.Namespace) -> int:
+    from lookalike.bundle import Bundle
+    from lookalike.bundle import health
+    from lookalike.index.duplicates import DEFAULT_THRESHOLD
 
     bundle = Bundle.load(args.bundle)
-    result, features = audit_bundle(bundle, progress=True)
-    table = result.to_frame(features)
-    shown = table.head(args.top)[
-        ["suspicion", "margin", "label", "knn_predicted", "softmax_predicted", "outlier", "path"]
-    ].rename(columns={"knn_predicted": "k-NN says", "softmax_predicted": "softmax says"})
-    shown.insert(0, "rank", range(1, len(shown) + 1))
-    print(shown.to_string(index=False, float_format="{:.3f}".format))
-    print(f"\n{int(result.outlier.sum())} outliers (distance to the nearest centroid > {result.outlier_threshold:.3f})")
-    print("loosest classes (mean cosine distance to their centroid):")
-    for name, spread in list(result.class_spread().items())[:5]:
-        print(f"  {name:<24} {spread:.3f}")
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    if args.query:
+        report = health.new_file_duplicates(bundle, args.query, threshold=threshold, progress=True)
+    else:
+        report = health.bundle_duplicates(bundle, threshold=threshold, progress=True)
+    _print_duplicates(report, args.top)
     if args.csv:
-        table.to_csv(args.csv, index=False, float_format="%.4f")
-        print(f"audit of {len(table)} images written to {args.csv}")
+        report.to_csv(args.csv)
+        print(f"{len(report)} pairs written to {args.csv}")
     return 0
 
 

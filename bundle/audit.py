@@ -19,6 +19,25 @@ from .storage import BundleError
 AUDIT_DIR = "audit"
 
 
+def frozen_features(
+    bundle: Bundle, paths: list, *, progress: bool = False, weights: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Frozen ImageNet MobileNetV2 features (global average pooling) of image files, at the bundle's image size.
+
+    Returns
+    -------
+    features : float32 ndarray of shape (m, 1280), L2-normalised
+    indices : int64 ndarray of shape (m,)
+        Positions in ``paths`` of the files that could be read.
+    failures : tuple of DecodeFailure
+    """
+    size = bundle.embedder.config.image_size
+    encoder = Embedder.build(EmbedderConfig(image_size=size, fine_tune_blocks=0), bundle.class_names, weights=weights)
+    encoded = encoder.encode_files(paths, progress=progress)
+    norms = np.linalg.norm(encoded.features, axis=1, keepdims=True)
+    return (encoded.features / np.maximum(norms, 1e-12)).astype(np.float32), encoded.indices, tuple(encoded.failures)
+
+
 def imagenet_features(
     bundle: Bundle, *, progress: bool = False, weights: str | os.PathLike | None = None
 ) -> EmbeddingIndex:
@@ -54,12 +73,10 @@ def imagenet_features(
         if stored.get("key") == key:
             features = np.load(folder / "features.npy", allow_pickle=False)
             return EmbeddingIndex.build(features, records, bundle.class_names)
-    encoder = Embedder.build(EmbedderConfig(image_size=size, fine_tune_blocks=0), bundle.class_names, weights=weights)
-    encoded = encoder.encode_files([r.path for r in records], progress=progress)
-    if encoded.failures:
-        listed = "; ".join(f"{f.path}: {f.reason}" for f in encoded.failures[:3])
-        raise BundleError(f"cannot audit: {len(encoded.failures)} indexed images cannot be read any more ({listed})")
-    features = encoded.features / np.linalg.norm(encoded.features, axis=1, keepdims=True)
+    features, _, failures = frozen_features(bundle, [r.path for r in records], progress=progress, weights=weights)
+    if failures:
+        listed = "; ".join(f"{f.path}: {f.reason}" for f in failures[:3])
+        raise BundleError(f"cannot audit: {len(failures)} indexed images cannot be read any more ({listed})")
     if folder is not None:
         folder.mkdir(exist_ok=True)
         write_array(folder / "features.npy", features.astype(np.float32))

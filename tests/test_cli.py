@@ -8,7 +8,7 @@ import sys
 
 from conftest import CLASSES, CORRUPT_NAME
 
-from lookalike.app.cli import main
+from lookalike.app.cli import EXIT_ERROR, main
 
 
 def test_search_json_has_the_documented_keys(bundle_path, small_dataset, capsys):
@@ -53,3 +53,31 @@ def test_console_script_help_lists_the_commands():
     )
     for command in ("train", "search", "serve", "demo", "add", "remove", "embed", "reindex", "recall"):
         assert command in done.stdout
+
+
+def test_duplicates_finds_a_copied_file_across_splits(bundle_path, bundle, tmp_path, capsys):
+    import csv
+    import shutil
+
+    copy = tmp_path / "new" / "copy.png"
+    copy.parent.mkdir()
+    original = next(r.path for r in bundle.index.records if r.split == "train")
+    shutil.copy(original, copy)
+    out_csv = tmp_path / "pairs.csv"
+    assert main(["duplicates", str(bundle_path), "--query", str(copy.parent), "--csv", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    assert "1 exact" in out
+    rows = list(csv.DictReader(out_csv.open()))
+    pair = next(r for r in rows if str(copy) in (r["path_a"], r["path_b"]))
+    assert str(original) in (pair["path_a"], pair["path_b"]) and pair["exact"] == "True"
+
+
+def test_audit_of_every_issue_writes_one_table_each(bundle_path, tmp_path, capsys):
+    target = tmp_path / "audit.csv"
+    assert main(["audit", str(bundle_path), "--issues", "all", "--top", "3", "--csv", str(target)]) == 0
+    out = capsys.readouterr().out
+    for heading in ("suspected label errors", "outliers:", "duplicates (cosine", "image quality:", "class balance:"):
+        assert heading in out
+    for name in ("audit.csv", "audit-outlier.csv", "audit-duplicate.csv", "audit-quality.csv", "audit-balance.csv"):
+        assert (tmp_path / name).is_file()
+    assert main(["audit", str(bundle_path), "--issues", "label,colour"]) == EXIT_ERROR
