@@ -18,6 +18,10 @@ logger = logging.getLogger(__name__)
 #: Sub-folder names that mark a pre-split dataset, and the split name each maps to.
 TRAIN_DIR = "train"
 HELD_OUT_DIRS = {"val": "val", "validation": "val", "test": "test"}
+#: Classes with fewer images than this hold none out for validation when a folder is split here. A few-shot
+#: class of 6 images would spare 1: its validation accuracy is 1.0 from the first epoch and tells early
+#: stopping nothing (measured in ``benchmarks/generalisation``), while the image is worth more in training.
+MIN_CLASS_SIZE_FOR_VAL = 10
 
 
 class DatasetError(ValueError):
@@ -119,12 +123,15 @@ def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return list(found)
 
 
-def stratified_split(n_per_class: list[int], *, val_fraction: float, seed: int) -> list[np.ndarray]:
+def stratified_split(
+    n_per_class: list[int], *, val_fraction: float, seed: int, min_class_size: int = MIN_CLASS_SIZE_FOR_VAL
+) -> list[np.ndarray]:
     """Choose held-out images per class.
 
     Each class of n images gives ``round(val_fraction * n)`` images to validation, clipped to
     ``[0, n - 1]`` so that every class keeps at least one training image; which ones is decided by one
-    ``numpy.random.default_rng(seed)`` drawing a permutation per class, in class order.
+    ``numpy.random.default_rng(seed)`` drawing a permutation per class, in class order. Classes of fewer
+    than ``min_class_size`` images give none: all of them train (see :data:`MIN_CLASS_SIZE_FOR_VAL`).
 
     Returns
     -------
@@ -136,20 +143,23 @@ def stratified_split(n_per_class: list[int], *, val_fraction: float, seed: int) 
     rng = np.random.default_rng(seed)
     masks = []
     for n in n_per_class:
-        n_val = min(int(round(val_fraction * n)), n - 1)
+        n_val = min(int(round(val_fraction * n)), n - 1) if n >= min_class_size else 0
         mask = np.zeros(n, dtype=bool)
         mask[rng.permutation(n)[:n_val]] = True
         masks.append(mask)
     return masks
 
 
-def load_folder(root: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def load_folder(
+    root: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0, min_class_size: int = MIN_CLASS_SIZE_FOR_VAL
+) -> Dataset:
     """Read a folder-per-class dataset.
 
     Layouts
     -------
     ``ROOT/<class>/<image>``
-        Split here with :func:`stratified_split` (``val_fraction``, ``seed``).
+        Split here with :func:`stratified_split` (``val_fraction``, ``seed``, ``min_class_size``: smaller
+        classes hold nothing out).
     ``ROOT/train/<class>/<image>`` and ``ROOT/val/<class>/<image>`` (or ``validation/``, or ``test/``)
         The given split is used as it is; held-out classes absent from ``train/`` are dropped with a warning.
 
@@ -182,7 +192,9 @@ def load_folder(root: str | os.PathLike, *, val_fraction: float = 0.2, seed: int
         class_names = tuple(train)
     else:
         classes = _class_images(root)
-        masks = stratified_split([len(f) for f in classes.values()], val_fraction=val_fraction, seed=seed)
+        masks = stratified_split(
+            [len(f) for f in classes.values()], val_fraction=val_fraction, seed=seed, min_class_size=min_class_size
+        )
         records = [
             ImageRecord(p, label, "val" if held else "train")
             for (label, files), mask in zip(classes.items(), masks)

@@ -8,6 +8,16 @@ The classifier is one Keras model that takes raw pixels (keras-io transfer-learn
 
 The embedding of an image is the output of the ``embedding`` layer: the penultimate layer, L2-normalised,
 so inner products of embeddings are cosine similarities.
+
+With ``pooled_weight`` w > 0 (see :class:`EmbedderConfig`) the embedding fuses the trained embedding with the
+pooled backbone features, which the head cannot forget::
+
+    pool -> pooled_l2 -> pooled_projection (centre on the training images, random orthogonal projection)
+         -> pooled_embedding (L2) -> x sqrt(w) --------------------------------------------+
+    ... -> embedding_bn -> trained_embedding (L2) -> x sqrt(1 - w) -> fused (concatenate) -> embedding (L2)
+
+so the cosine similarity of two embeddings is (1 - w) cos(trained) + w cos(pooled), and the softmax layer
+reads the fused embedding. Everything is inside the Keras model, hence also in its LiteRT export.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..data import DecodeFailure, iter_image_batches
 
+from .augment import augment_appearance
 from .backbone import build_backbone
 from .config import EmbedderConfig
 from .runtime import LiteRTRunner, RuntimeUnavailable
@@ -114,10 +125,22 @@ def _build_classifier(config: EmbedderConfig, n_classes: int, weights: str | os.
         ],
         name="augment",
     )
-    features = keras.Input((backbone.output.shape[-1],), name="features")
+    feature_dim = backbone.output.shape[-1]
+    features = keras.Input((feature_dim,), name="features")
     x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(features)
     x = keras.layers.Dense(config.embedding_dim, name="embedding_dense")(x)
     x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="embedding_bn")(x)
+    if config.fuses:
+        trained = keras.layers.UnitNormalization(name="trained_embedding")(x)
+        pooled = keras.layers.UnitNormalization(name="pooled_l2")(features)
+        # Centring and projection in one affine map, set from the training images by Embedder.fit_pooled.
+        pooled = keras.layers.Dense(config.pooled_dim or feature_dim, trainable=False, name="pooled_projection")(pooled)
+        pooled = keras.layers.UnitNormalization(name="pooled_embedding")(pooled)
+        parts = [
+            keras.layers.Rescaling(float(np.sqrt(1.0 - config.pooled_weight)), name="trained_share")(trained),
+            keras.layers.Rescaling(float(np.sqrt(config.pooled_weight)), name="pooled_share")(pooled),
+        ]
+        x = keras.layers.Concatenate(name="fused")(parts)
     embedding = keras.layers.UnitNormalization(name="embedding")(x)
     scaled = keras.layers.Rescaling(config.logit_scale, name="logit_scale")(embedding)
     probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(scaled)
@@ -212,8 +235,35 @@ class Embedder:
 
     @property
     def embedding_dim(self) -> int:
-        """Size d of the embeddings."""
-        return self.config.embedding_dim
+        """Size d of the embeddings (``embedding_dim``, plus the pooled part's dimensions when fused)."""
+        return int(self.head.get_layer("embedding").output.shape[-1])
+
+    def fit_pooled(self, features: np.ndarray) -> None:
+        """Set the centring and projection of the pooled part of a fused embedding from training images.
+
+        The projection is a random orthogonal map to ``pooled_dim`` dimensions (seeded by ``config.seed``;
+        the identity when ``pooled_dim`` is 0); the centre is the mean of the L2-normalised ``features``
+        (SimpleShot, Wang et al. 2019, arXiv:1911.04623). Without fusion this does nothing.
+
+        Parameters
+        ----------
+        features : float32 ndarray of shape (n, feature_dim)
+            Pooled backbone features of the clean training images, n >= 1.
+        """
+        if not self.config.fuses:
+            return
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or len(features) == 0 or features.shape[1] != self.feature_dim:
+            raise ValueError(f"features must have shape (n >= 1, {self.feature_dim}); got {features.shape}")
+        dim = self.config.pooled_dim or self.feature_dim
+        if dim == self.feature_dim:
+            projection = np.eye(dim)
+        else:
+            gaussian = np.random.default_rng(self.config.seed).standard_normal((self.feature_dim, dim))
+            projection = np.linalg.qr(gaussian)[0]  # orthonormal columns
+        centre = (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)).mean(axis=0)
+        layer = self.head.get_layer("pooled_projection")
+        layer.set_weights([projection.astype(np.float32), (-centre @ projection).astype(np.float32)])
 
     def softmax_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """The head's softmax layer, so that code outside the embedder needs no Keras.
@@ -363,10 +413,17 @@ class Embedder:
         """
         shape = tuple(self.encoder(layer).output.shape[1:])
         indices, features, views, failures = [], [], [], []
-        for batch in self._batches(paths, progress, "encoding"):
+        for n_batch, batch in enumerate(self._batches(paths, progress, "encoding")):
             indices.append(batch.indices)
             features.append(self.encode(batch.images, layer=layer))
-            augmented = [self.encode(batch.images, layer=layer, augment=True) for _ in range(augment_views)]
+            augmented = [
+                self.encode(
+                    augment_appearance(batch.images, np.random.default_rng([self.config.seed, n_batch, view]), self.config),
+                    layer=layer,
+                    augment=True,
+                )
+                for view in range(augment_views)
+            ]
             views.append(np.stack(augmented) if augmented else np.empty((0, len(batch.indices), *shape), np.float32))
             failures.extend(batch.failures)
         if not indices:  # no paths at all

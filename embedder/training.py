@@ -98,7 +98,12 @@ def _fit(
     log_dir: Path | None,
     callbacks: Sequence[keras.callbacks.Callback],
 ) -> dict[str, list[float]]:
-    """Adam with cosine decay, balanced class weights, early stopping on ``val`` accuracy; returns the history."""
+    """Adam with cosine decay, balanced class weights, early stopping on ``val`` loss; returns the history.
+
+    Early stopping watches the validation loss, not its accuracy: on small validation sets the accuracy
+    reaches 1.0 within an epoch or two and stays there, so "the best epoch" would be the first one that got
+    there, and its weights would be restored (measured in ``benchmarks/generalisation``).
+    """
     steps = max(1, int(np.ceil(len(x) / config.batch_size)) * epochs)
     model.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
@@ -109,7 +114,7 @@ def _fit(
     if validation is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True
+                monitor="val_loss", mode="min", patience=config.patience, restore_best_weights=True
             )
         )
     if progress:
@@ -234,9 +239,11 @@ def train(
                 return activations
             return np.asarray(top.predict(activations, batch_size=256, verbose=0), dtype=np.float32)
 
+        x_pooled = pooled(x)
+        embedder.fit_pooled(x_pooled[: len(train_x)])  # centre the pooled part on the clean training views
         history = _fit(
             embedder.head,
-            pooled(x),
+            x_pooled,
             y,
             validation(pooled(rest_x)),
             epochs=config.epochs,

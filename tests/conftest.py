@@ -42,13 +42,16 @@ def small_dataset(tmp_path_factory) -> tuple[Path, dict[str, list[Path]]]:
 
 @pytest.fixture(scope="session")
 def bundle_path(small_dataset, tmp_path_factory) -> Path:
-    """A bundle trained on ``small_dataset`` through the CLI: 2 head epochs, 1 fine-tuning epoch."""
+    """A bundle trained on ``small_dataset`` through the CLI: 2 head epochs, 1 fine-tuning epoch of the top 3 blocks."""
     from lookalike.app.cli import EXIT_SKIPPED, main
 
     root, _ = small_dataset
     out = tmp_path_factory.mktemp("bundles") / "small.bundle"
     code = main(
-        ["train", str(root), "--out", str(out), "--epochs", "2", "--augment-views", "1", "--fine-tune-epochs", "1"]
+        [
+            "train", str(root), "--out", str(out), "--epochs", "2", "--augment-views", "1",
+            "--fine-tune-blocks", "3", "--fine-tune-epochs", "1",
+        ]  # fmt: skip
     )
     assert code == EXIT_SKIPPED  # the corrupt file was skipped
     return out

@@ -35,8 +35,10 @@ def test_stratified_split_is_seeded_and_keeps_every_class_in_train(tmp_path):
     assert [r.path for r in first.subset("val")] != [r.path for r in other.subset("val")]
     val = Counter(r.label for r in first.subset("val"))
     train = Counter(r.label for r in first.subset("train"))
-    assert val == {"a": 2, "b": 1}
-    assert train == {"a": 8, "b": 4, "c": 1}
+    assert val == {"a": 2}  # b (5 images) and c (1) are under MIN_CLASS_SIZE_FOR_VAL: they hold nothing out
+    assert train == {"a": 8, "b": 5, "c": 1}
+    few = load_folder(tmp_path, val_fraction=0.2, seed=3, min_class_size=1)
+    assert Counter(r.label for r in few.subset("val")) == {"a": 2, "b": 1}
 
 
 def test_given_train_val_split_is_used(tmp_path):
