@@ -14,9 +14,6 @@ logger = logging.getLogger("lookalike")
 #: Exit codes: 0 done, 1 error (nothing written), 3 done but some input files were skipped (listed on stderr).
 EXIT_ERROR, EXIT_SKIPPED = 1, 3
 
-#: Default input size of the small-cnn baseline (a scratch CNN gains little from 224 px and costs 5x more).
-SMALL_CNN_IMAGE_SIZE = 96
-
 EPILOG = """\
 examples:
   lookalike demo                                  train on the embedded characters and open the app
@@ -48,7 +45,7 @@ def default_demo_bundle() -> Path:
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    from lookalike.embedder.config import BACKBONES, EmbedderConfig
+    from lookalike.embedder.config import BACKBONE_SPECS, BACKBONES, EmbedderConfig
     from lookalike.index.open_set import DEFAULT_QUANTILE
 
     defaults = EmbedderConfig()
@@ -102,7 +99,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--image-size",
         type=int,
         default=None,
-        help=f"input side in pixels (default {defaults.image_size}; {SMALL_CNN_IMAGE_SIZE} for small-cnn)",
+        help="input side in pixels (default: the backbone's, "
+        + ", ".join(f"{s.default_image_size} for {name}" for name, s in BACKBONE_SPECS.items())
+        + ")",
     )
     group.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
     group.add_argument(
@@ -400,10 +399,9 @@ def _train_bundle(data_dir: Path, out: Path, args: argparse.Namespace):
 
     dataset = load_folder(data_dir, val_fraction=args.val_fraction, seed=args.seed)
     print(f"dataset {dataset.root}: {dataset.summary()}")
-    config = EmbedderConfig(
-        backbone=args.backbone,
-        image_size=args.image_size
-        or (SMALL_CNN_IMAGE_SIZE if args.backbone == "small-cnn" else EmbedderConfig().image_size),
+    config = EmbedderConfig.for_backbone(
+        args.backbone,
+        image_size=args.image_size,
         fine_tune_blocks=args.fine_tune_blocks,
         fine_tune_epochs=args.fine_tune_epochs,
         embedding_dim=args.embedding_dim,

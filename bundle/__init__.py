@@ -11,7 +11,6 @@ from ..data.lazy import lazy_exports
 _LAZY = {
     "Bundle": ".bundle",
     "QueryResult": ".bundle",
-    "backbone_label": ".bundle",
     "BundleError": ".storage",
     "Manifest": ".manifest",
     "FORMAT_VERSION": ".manifest",

@@ -64,11 +64,6 @@ EMBEDDER_FILES = (MODEL_FILE, CONFIG_FILE, RUNTIME_FILE)
 CHARACTER_DEPTH = 1024
 
 
-def backbone_label(config: EmbedderConfig) -> str:
-    """How the manifest and the app name the backbone of ``config``."""
-    return "MobileNetV2 (alpha 1.0, ImageNet)" if config.backbone == "mobilenet_v2" else "small CNN (from scratch)"
-
-
 @dataclass(frozen=True)
 class QueryResult:
     """lookalike's answer for one query image.
@@ -257,7 +252,7 @@ class Bundle:
         indexed = [records[i] for i in result.embedded.indices]
         index = EmbeddingIndex.build(result.embedded.embeddings, indexed, embedder.class_names, spec=index_spec)
         manifest = Manifest(
-            backbone=backbone_label(embedder.config),
+            backbone=embedder.config.spec.label,
             image_size=embedder.config.image_size,
             embedding_dim=embedder.embedding_dim,
             class_names=list(embedder.class_names),

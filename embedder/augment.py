@@ -100,7 +100,7 @@ def _busy_backgrounds(n: int, size: tuple[int, int], rng: np.random.Generator) -
 
 
 def _background_mask(images: np.ndarray) -> np.ndarray:
-    """Bool (n, h, w): near-white pixels connected (4-neighbourhood, within each image) to the image border."""
+    """Bool (n, h, w): near-white pixels connected (4-neighborhood, within each image) to the image border."""
     white = (images >= WHITE_LEVEL).all(axis=-1)
     seed = np.zeros_like(white)
     seed[:, [0, -1], :] = white[:, [0, -1], :]

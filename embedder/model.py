@@ -113,7 +113,7 @@ def _small_cnn(image_size: int, seed: int) -> keras.Model:
 def _build_classifier(config: EmbedderConfig, n_classes: int, weights: str | os.PathLike | None) -> keras.Model:
     keras.utils.set_random_seed(config.seed)
     size = config.image_size
-    if config.backbone == "small-cnn":
+    if not config.spec.pretrained:
         backbone = _small_cnn(size, config.seed)
     else:
         backbone = build_backbone(size, weights)
@@ -150,7 +150,7 @@ def _build_classifier(config: EmbedderConfig, n_classes: int, weights: str | os.
     x = augment(image)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
     # The pre-trained backbone always runs in inference mode (batch-norm statistics fixed); the scratch CNN trains.
-    x = backbone(x, training=False) if config.backbone == "mobilenet_v2" else backbone(x)
+    x = backbone(x, training=False) if config.spec.pretrained else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(image, head(x), name="lookalike_classifier")
 

@@ -17,6 +17,7 @@ new one every epoch. The ``small-cnn`` baseline has no pre-trained part and trai
 from __future__ import annotations
 
 import logging
+import re
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,6 @@ from .model import Embedder, Embeddings
 
 logger = logging.getLogger(__name__)
 
-#: Number of MobileNetV2 inverted-residual blocks.
-MOBILENET_V2_BLOCKS = 16
 
 
 class TrainingError(ValueError):
@@ -69,19 +68,24 @@ class TrainingResult:
     embedded: Embeddings
 
 
-def cut_layer(blocks: int) -> str:
-    """Name of the MobileNetV2 layer below the top ``blocks`` blocks (the output of block 16 - blocks).
+def cut_layer(backbone: keras.Model, blocks: int) -> str:
+    """Name of the backbone layer below its top ``blocks`` inverted-residual blocks (the output of the block
+    under them), read from the model: MobileNetV2's blocks are the layers named ``block_<i>_*``.
 
     Raises
     ------
     ValueError
-        ``blocks`` is not in [1, 15].
+        ``blocks`` is not in [1, number of blocks - 1].
     """
-    if not 1 <= blocks < MOBILENET_V2_BLOCKS:
-        raise ValueError(f"blocks must be in [1, {MOBILENET_V2_BLOCKS - 1}]; got {blocks}")
-    below = MOBILENET_V2_BLOCKS - blocks
-    # Blocks that keep their shape end with a residual addition; the others with their projection.
-    return f"block_{below}_add" if below in (2, 4, 5, 7, 8, 9, 11, 12, 14, 15) else f"block_{below}_project_BN"
+    last_layer: dict[int, str] = {}
+    for layer in backbone.layers:
+        match = re.match(r"block_(\d+)_", layer.name)
+        if match:
+            last_layer[int(match.group(1))] = layer.name
+    n_blocks = max(last_layer, default=0)
+    if not 1 <= blocks < n_blocks:
+        raise ValueError(f"blocks must be in [1, {n_blocks - 1}] ({backbone.name} has {n_blocks} blocks); got {blocks}")
+    return last_layer[n_blocks - blocks]
 
 
 def _fit(
@@ -196,9 +200,9 @@ def train(
     embedder = Embedder.build(config, class_names, weights=weights)
     fit_options = dict(config=config, progress=progress, log_dir=log_dir, callbacks=callbacks)
 
-    layer = cut_layer(config.fine_tune_blocks) if config.fine_tunes else None
+    layer = cut_layer(embedder.backbone, config.fine_tune_blocks) if config.fine_tunes else None
     train_paths, rest_paths = [records[i].path for i in train_at], [records[i].path for i in rest_at]
-    if config.backbone == "small-cnn":  # no frozen part: train on pixels, fresh augmentation every epoch
+    if not config.spec.pretrained:  # no frozen part: train on pixels, fresh augmentation every epoch
         train_set, rest_set = _decode_all(embedder, train_paths), _decode_all(embedder, rest_paths)
         train_x, rest_x, train_views = train_set.images, rest_set.images, []
     else:

@@ -13,6 +13,13 @@ from lookalike.embedder import EmbedderConfig, build_backbone, train
 from lookalike.embedder.training import cut_layer
 
 
+def test_cut_layer_reads_the_blocks_from_the_model(bundle):
+    backbone = bundle.embedder.backbone
+    assert cut_layer(backbone, 1) == "block_15_add" and cut_layer(backbone, 3) == "block_13_project_BN"
+    with pytest.raises(ValueError, match="has 16 blocks"):
+        cut_layer(backbone, 16)
+
+
 @pytest.mark.parametrize("blocks", [1, 3, 5, 15])
 def test_cut_then_top_equals_the_whole_backbone(bundle, small_dataset, blocks):
     embedder = bundle.embedder
@@ -20,7 +27,7 @@ def test_cut_then_top_equals_the_whole_backbone(bundle, small_dataset, blocks):
     from lookalike.data import load_image
 
     images = np.stack([load_image(p, embedder.config.image_size) for p in queries["arthur"]])
-    layer = cut_layer(blocks)
+    layer = cut_layer(embedder.backbone, blocks)
     via_cut = embedder.top(layer).predict(embedder.encode(images, layer=layer), verbose=0)
     np.testing.assert_allclose(via_cut, embedder.encode(images), atol=1e-4)
 
@@ -67,3 +74,15 @@ def test_small_cnn_trains_from_scratch_and_ignores_test_images(small_dataset, tm
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     n_val = sum(r.split == "val" for r in records)
     assert len(result.history["val_accuracy"]) == 3 and n_val > 0
+
+
+def test_backbone_specs_give_label_and_default_size():
+    from lookalike.embedder.config import BACKBONE_SPECS
+
+    small = EmbedderConfig.for_backbone("small-cnn")
+    assert small.image_size == 96 and not small.spec.pretrained and small.spec.label.startswith("small CNN")
+    assert EmbedderConfig.for_backbone("mobilenet_v2").image_size == 224
+    assert EmbedderConfig.for_backbone("small-cnn", image_size=64).image_size == 64
+    assert set(BACKBONE_SPECS) == {"mobilenet_v2", "small-cnn"}
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        EmbedderConfig.for_backbone("resnet")
