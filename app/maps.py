@@ -9,7 +9,6 @@ import numpy as np
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
-from ..data import load_image
 from ..bundle import Bundle
 from ..index.projection import EmbeddingMap
 
@@ -56,7 +55,7 @@ def place_image(bundle: Bundle, embedding_map: EmbeddingMap, path: str | Path, c
     ImageDecodeError
         The file cannot be read.
     """
-    embeddings, _ = bundle.embedder.embed_images(load_image(path, bundle.embedder.config.image_size)[None])
+    embeddings, _ = bundle.embed_files([path])
     positions, neighbor_rows = bundle.place_on_map(embeddings, embedding_map)
     return PlacedQuery(positions[0], neighbor_rows[0], caption)
 

@@ -416,6 +416,23 @@ class Bundle:
         found = self.index.search(embeddings, min(k, len(self.index)))
         return place_queries(embedding_map.coordinates, found.rows, found.scores), found.rows
 
+    def embed_files(self, paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and softmax probabilities of a few query files, decoded in order.
+
+        Returns
+        -------
+        embeddings : float32 ndarray of shape (n, d), L2-normalised
+        probabilities : float32 ndarray of shape (n, n_classes)
+
+        Raises
+        ------
+        ImageDecodeError
+            A file cannot be read (the message names it); for many files with skipping, use
+            ``embedder.embed_files``.
+        """
+        images = np.stack([load_image(p, self.embedder.config.image_size) for p in paths])
+        return self.embedder.embed_images(images)
+
     def query_files(self, paths: Sequence[str | os.PathLike], **options) -> list[QueryResult]:
         """Answer queries given image files; ``options`` as for :meth:`query`.
 
@@ -424,8 +441,7 @@ class Bundle:
         ImageDecodeError
             A file cannot be read (the message names it).
         """
-        images = np.stack([load_image(p, self.embedder.config.image_size) for p in paths])
-        return self.query(*self.embedder.embed_images(images), **options)
+        return self.query(*self.embed_files(paths), **options)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the bundle to ``directory`` atomically, replacing a bundle already there.

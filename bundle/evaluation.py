@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from ..data import Dataset, DecodeFailure
+from ..data import Dataset, DecodeFailure, class_codes
 from ..index.classifiers import SoftmaxClassifier
 from ..index.evaluation import Evaluation, score_classifiers
 from .bundle import Bundle
@@ -46,7 +46,6 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
         The bundle has no ``train`` images, or there is nothing to evaluate on.
     """
     class_names = bundle.class_names
-    position = {name: i for i, name in enumerate(class_names)}
     stored, labels = bundle.index.vectors, bundle.index.labels
     splits = np.array([r.split for r in bundle.index.records])
     is_train, is_held_out = splits == "train", np.isin(splits, ("val", "test"))
@@ -59,13 +58,13 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
     else:
         source = str(dataset.root)
         held_out = [r for r in dataset.records if r.split != "train"] or list(dataset.records)
-        unknown = sorted({r.label for r in held_out} - set(position))
+        unknown = sorted({r.label for r in held_out} - set(class_names))
         if unknown:
             logger.warning("skipping images of classes the bundle does not know: %s", ", ".join(unknown))
-        held_out = [r for r in held_out if r.label in position]
+        held_out = [r for r in held_out if r.label in class_names]
         embedded = bundle.embedder.embed_files([r.path for r in held_out], progress=progress)
         queries, failures = embedded.embeddings, embedded.failures
-        y_true = np.array([position[held_out[i].label] for i in embedded.indices], dtype=np.int64)
+        y_true = class_codes([held_out[i].label for i in embedded.indices], class_names)
     if len(queries) == 0:
         raise BundleError(f"nothing to evaluate on: {source} has no images")
     return score_classifiers(

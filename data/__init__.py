@@ -6,7 +6,7 @@ The embedded default dataset, :data:`DEFAULT_DATASET`, is the FreedroidRPG chara
 
 from pathlib import Path
 
-from .dataset import Dataset, DatasetError, ImageRecord, find_images, load_folder, stratified_split
+from .dataset import Dataset, DatasetError, ImageRecord, class_codes, find_images, load_folder, stratified_split
 from .images import (
     IMAGE_EXTENSIONS,
     DecodeFailure,
@@ -28,6 +28,7 @@ __all__ = [
     "ImageBatch",
     "ImageDecodeError",
     "ImageRecord",
+    "class_codes",
     "find_images",
     "iter_image_batches",
     "load_folder",

@@ -28,6 +28,21 @@ class DatasetError(ValueError):
     """A dataset folder does not have the expected ``ROOT/<class>/<image>`` layout."""
 
 
+def class_codes(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+    """Position of each label in ``class_names``: int64 ndarray of shape (len(labels),).
+
+    Raises
+    ------
+    ValueError
+        A label is not a class name (the message lists them).
+    """
+    position = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(labels) - set(position))
+    if unknown:
+        raise ValueError(f"labels that are not class names: {', '.join(unknown[:10])}")
+    return np.array([position[label] for label in labels], dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One labelled image: its file, its class name and its split (``"train"``, ``"val"`` or ``"test"``)."""
@@ -61,8 +76,7 @@ class Dataset:
 
     def labels(self, records: list[ImageRecord] | None = None) -> np.ndarray:
         """Integer labels (int64 array of shape (n,)) of ``records`` (default: all records)."""
-        position = {name: i for i, name in enumerate(self.class_names)}
-        return np.array([position[r.label] for r in (self.records if records is None else records)], dtype=np.int64)
+        return class_codes([r.label for r in (self.records if records is None else records)], self.class_names)
 
     def summary(self) -> str:
         """One line: classes and images per split."""

@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 from tqdm.keras import TqdmCallback
 
-from ..data import ImageBatch, ImageRecord, iter_image_batches
+from ..data import ImageBatch, ImageRecord, class_codes, iter_image_batches
 
 from .config import EmbedderConfig
 from .model import Embedder, Embeddings
@@ -192,8 +192,7 @@ def train(
     BackboneWeightsError
         The backbone weights cannot be found.
     """
-    position = {name: i for i, name in enumerate(class_names)}
-    labels = np.array([position[r.label] for r in records], dtype=np.int64)
+    labels = class_codes([r.label for r in records], class_names)
     splits = np.array([r.split for r in records])
     train_at, rest_at = np.flatnonzero(splits == "train"), np.flatnonzero(splits != "train")
     log_dir = Path(log_dir) if log_dir is not None else None

@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 from faiss.contrib.evaluation import knn_intersection_measure
 
-from ..data import ImageRecord
+from ..data import ImageRecord, class_codes
 from ..data.files import write_array
 
 logger = logging.getLogger(__name__)
@@ -239,11 +239,7 @@ class EmbeddingIndex:
         self.version = 0
 
     def _codes(self, records: Sequence[ImageRecord]) -> np.ndarray:
-        position = {name: i for i, name in enumerate(self.class_names)}
-        unknown = sorted({r.label for r in records} - set(position))
-        if unknown:
-            raise ValueError(f"records have labels that are not class names: {', '.join(unknown)}")
-        return np.array([position[r.label] for r in records], dtype=np.int64)
+        return class_codes([r.label for r in records], self.class_names)
 
     @classmethod
     def build(
