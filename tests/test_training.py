@@ -67,3 +67,13 @@ def test_small_cnn_trains_from_scratch_and_ignores_test_images(small_dataset, tm
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     n_val = sum(r.split == "val" for r in records)
     assert len(result.history["val_accuracy"]) == 3 and n_val > 0
+
+
+def test_fine_tuning_without_held_out_images(small_dataset):
+    """Few-shot folders have no val split now; fine-tuning must not need one (Keras' predict fails on empty input)."""
+    root, _ = small_dataset
+    dataset = load_folder(root, val_fraction=0.0)
+    config = EmbedderConfig(image_size=96, epochs=1, augment_views=0, fine_tune_blocks=1, fine_tune_epochs=1)
+    result = train(dataset.records, dataset.class_names, config=config)
+    assert result.phase_epochs == {"head": 1, "fine_tune": 1} and result.val_accuracy is None
+    assert len(result.embedded.embeddings) == len(dataset.records) - 1  # all but the corrupt file
