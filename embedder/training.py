@@ -240,6 +240,8 @@ def train(
         def pooled(activations: np.ndarray) -> np.ndarray:
             if top is None:
                 return activations
+            if len(activations) == 0:  # e.g. no val images: Keras' predict fails on empty input
+                return np.empty((0, embedder.feature_dim), np.float32)
             return np.asarray(top.predict(activations, batch_size=256, verbose=0), dtype=np.float32)
 
         x_pooled = pooled(x)

@@ -86,3 +86,13 @@ def test_backbone_specs_give_label_and_default_size():
     assert set(BACKBONE_SPECS) == {"mobilenet_v2", "small-cnn"}
     with pytest.raises(ValueError, match="backbone must be one of"):
         EmbedderConfig.for_backbone("resnet")
+
+
+def test_fine_tuning_without_held_out_images(small_dataset):
+    """Few-shot folders have no val split now; fine-tuning must not need one (Keras' predict fails on empty input)."""
+    root, _ = small_dataset
+    dataset = load_folder(root, val_fraction=0.0)
+    config = EmbedderConfig(image_size=96, epochs=1, augment_views=0, fine_tune_blocks=1, fine_tune_epochs=1)
+    result = train(dataset.records, dataset.class_names, config=config)
+    assert result.phase_epochs == {"head": 1, "fine_tune": 1} and result.val_accuracy is None
+    assert len(result.embedded.embeddings) == len(dataset.records) - 1  # all but the corrupt file
