@@ -78,7 +78,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--patience",
         type=int,
         default=defaults.patience,
-        help="epochs without a better val accuracy before stopping (default %(default)s)",
+        help="epochs without a lower val loss before stopping (default %(default)s)",
     )
     group.add_argument(
         "--val-fraction",

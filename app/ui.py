@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 #: Largest accepted upload (query images; dataset zips when training is enabled: :data:`MAX_DATASET_UPLOAD`).
 MAX_UPLOAD_SIZE = "20mb"
 MAX_DATASET_UPLOAD = "200mb"
+#: Backbone blocks the Train view fine-tunes when asked to (the default is a frozen backbone).
+FINE_TUNE_BLOCKS = 3
 #: Number of example queries offered (one held-out image from each of the first classes).
 N_EXAMPLES = 12
 
@@ -211,7 +213,7 @@ def _train_view(registry: BundleRegistry, options: ServeOptions, session: gr.Sta
         rows: list[dict] = []
         outcome: dict = {}
         config = EmbedderConfig(
-            epochs=int(epochs), fine_tune_blocks=EmbedderConfig().fine_tune_blocks if fine_tune else 0
+            epochs=int(epochs), fine_tune_blocks=FINE_TUNE_BLOCKS if fine_tune else 0
         )
         follow = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rows.append(dict(logs or {})))
 
@@ -260,7 +262,7 @@ def _train_view(registry: BundleRegistry, options: ServeOptions, session: gr.Sta
             value=EmbedderConfig().epochs, precision=0, minimum=1, maximum=200, label="Head epochs (early stopping on val)"
         )
         fine_tune = gr.Checkbox(
-            value=True, label=f"Fine-tune the top {EmbedderConfig().fine_tune_blocks} backbone blocks"
+            value=False, label=f"Fine-tune the top {FINE_TUNE_BLOCKS} backbone blocks (default: frozen backbone)"
         )
         button = gr.Button("Train", variant="primary")
     status = gr.Markdown()
