@@ -15,10 +15,10 @@ export GRADIO_ANALYTICS_ENABLED = False
 
 install: $(BIN)/.installed
 
+# PYTHONWARNINGS: setuptools prints an information notice for every editable install of a mapped package layout.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# setuptools prints an information notice for every editable install of a mapped layout; nothing to act on.
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
