@@ -704,6 +704,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"`lookalike reindex {args.bundle}` adds them",
             file=sys.stderr,
         )
+    print(f"serving {args.bundle} on http://{options.host}:{options.port} (Ctrl+C stops)")
     serve(bundle, options)
     return 0
 

@@ -458,6 +458,7 @@ def serve(bundle: Bundle, options: ServeOptions = ServeOptions(), *, block: bool
         max_file_size=MAX_DATASET_UPLOAD if options.enable_training else MAX_UPLOAD_SIZE,
         prevent_thread_lock=not block,
         show_error=False,  # unexpected errors are logged on the server, not shown with their paths
+        quiet=True,  # no "set share=True" hint: lookalike never shares, and the CLI prints the address
         footer_links=["api"],
     )
     return app
