@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ImageOps
 
-from .images import MAX_PIXELS, DecodeFailure, ImageDecodeError, to_rgb
+from .images import DecodeFailure, ImageDecodeError, open_image, to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -56,26 +56,11 @@ def decode_native(path: str | os.PathLike) -> NativeImage:
     ImageDecodeError
         The file is missing, empty, not an image, truncated or larger than :data:`~lookalike.data.images.MAX_PIXELS`.
     """
-    try:
-        if os.path.getsize(path) == 0:
-            raise ImageDecodeError(path, "empty file (0 bytes)")
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageDecodeError(path, f"image too large: {width}x{height} pixels (limit {MAX_PIXELS:,})")
-            image.load()
-            mode = image.mode
-            rgb = to_rgb(ImageOps.exif_transpose(image))
-            return NativeImage(np.asarray(rgb, dtype=np.uint8), mode)
-    except ImageDecodeError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        reason = str(error) or type(error).__name__
-        if isinstance(error, FileNotFoundError):
-            reason = "file not found"
-        elif isinstance(error, UnidentifiedImageError):
-            reason = "not an image file (no image format recognised)"
-        raise ImageDecodeError(path, reason) from error
+    with open_image(path) as image:
+        image.load()
+        mode = image.mode
+        rgb = to_rgb(ImageOps.exif_transpose(image))
+        return NativeImage(np.asarray(rgb, dtype=np.uint8), mode)
 
 
 def pixel_hash(pixels: np.ndarray) -> str:

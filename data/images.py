@@ -9,6 +9,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,37 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+@contextmanager
+def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """Open an image file for decoding, after the checks every decode needs; errors become ImageDecodeError.
+
+    The file must not be empty, and its header's size must not exceed :data:`MAX_PIXELS` (checked before any
+    pixel is decoded). Errors raised while the caller decodes inside the ``with`` block are translated too.
+
+    Raises
+    ------
+    ImageDecodeError
+        The file is missing, empty, truncated, not an image, or larger than :data:`MAX_PIXELS`.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageDecodeError(path, "empty file (0 bytes)")
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageDecodeError(path, f"image too large: {width}x{height} pixels (limit {MAX_PIXELS:,})")
+            yield image
+    except ImageDecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reason = str(error) or type(error).__name__
+        if isinstance(error, FileNotFoundError):
+            reason = "file not found"
+        elif isinstance(error, UnidentifiedImageError):
+            reason = "not an image file (no image format recognised)"
+        raise ImageDecodeError(path, reason) from error
+
+
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     """Decode one image file to a square RGB array.
 
@@ -114,28 +146,13 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     ImageDecodeError
         The file is missing, empty, truncated, not an image, or larger than :data:`MAX_PIXELS`.
     """
-    try:
-        if os.path.getsize(path) == 0:
-            raise ImageDecodeError(path, "empty file (0 bytes)")
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageDecodeError(path, f"image too large: {width}x{height} pixels (limit {MAX_PIXELS:,})")
-            image.draft("RGB", (size, size))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            image = to_rgb(image)
-            image = ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR, color=BACKGROUND)
-            return np.asarray(image, dtype=np.uint8)
-    except ImageDecodeError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        reason = str(error) or type(error).__name__
-        if isinstance(error, FileNotFoundError):
-            reason = "file not found"
-        elif isinstance(error, UnidentifiedImageError):
-            reason = "not an image file (no image format recognised)"
-        raise ImageDecodeError(path, reason) from error
+    with open_image(path) as image:
+        image.draft("RGB", (size, size))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = to_rgb(image)
+        image = ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR, color=BACKGROUND)
+        return np.asarray(image, dtype=np.uint8)
 
 
 def _decode_or_failure(path: Path, size: int) -> np.ndarray | DecodeFailure:
