@@ -191,7 +191,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add the Train view: users train bundles from uploaded zips (or --data-root folders) into --workspace",
     )
-    group.add_argument("--data-root", type=Path, help="with --enable-training: server folders under it may be trained on")
+    group.add_argument(
+        "--data-root", type=Path, help="with --enable-training: server folders under it may be trained on"
+    )
     group.add_argument(
         "--workspace",
         type=Path,
@@ -320,7 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     duplicates.add_argument("--csv", type=Path, metavar="FILE", help="write one row per pair to this CSV file")
     duplicates.add_argument(
-        "--query", nargs="+", type=Path, metavar="PATH", help="check these new files or folders against the bundle instead"
+        "--query",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="check these new files or folders against the bundle instead",
     )
     duplicates.add_argument("--top", type=int, default=20, help="how many pairs to print (default %(default)s)")
 
@@ -551,14 +557,18 @@ def _audit(args: argparse.Namespace) -> int:
         shown.insert(0, "rank", range(1, len(shown) + 1))
         print("\n== suspected label errors (out of fold, frozen ImageNet features)")
         print(shown.to_string(index=False, float_format="{:.3f}".format))
-        print(f"{int(result.outlier.sum())} outliers (distance to the nearest centroid > {result.outlier_threshold:.3f})")
+        print(
+            f"{int(result.outlier.sum())} outliers (distance to the nearest centroid > {result.outlier_threshold:.3f})"
+        )
         print("loosest classes (mean cosine distance to their centroid):")
         for name, spread in list(result.class_spread().items())[:5]:
             print(f"  {name:<24} {spread:.3f}")
         _write_csv(table, args, "label")
     if "outlier" in issues:
         report = health.bundle_outliers(bundle, progress=True)
-        print(f"\n== outliers: {int(report.class_outlier.sum())} far from their class, {int(report.far_from_all.sum())} far from every class")
+        print(
+            f"\n== outliers: {int(report.class_outlier.sum())} far from their class, {int(report.far_from_all.sum())} far from every class"
+        )
         print(report.least_typical(1).head(args.top).to_string(index=False, float_format="{:.3f}".format))
         _write_csv(report.to_frame(), args, "outlier")
     if "duplicate" in issues:
@@ -575,7 +585,14 @@ def _audit(args: argparse.Namespace) -> int:
     if "balance" in issues:
         report = health.bundle_balance(bundle)
         small = report.too_small()
-        print(f"\n== class balance: imbalance {report.imbalance():.1f}; " + (f"too small for the few-shot protocol: {', '.join(small)}" if small else "every class has enough train images"))
+        print(
+            f"\n== class balance: imbalance {report.imbalance():.1f}; "
+            + (
+                f"too small for the few-shot protocol: {', '.join(small)}"
+                if small
+                else "every class has enough train images"
+            )
+        )
         print(report.to_frame().head(args.top).to_string(index=False))
         _write_csv(report.to_frame(), args, "balance")
     return 0
@@ -588,7 +605,11 @@ def _print_duplicates(report, top: int) -> None:
         f"{int(report.cross_split.sum())} across splits (leaky), {report.n_clusters} clusters"
     )
     if len(table):
-        print(table.head(top)[["similarity", "exact", "cross_split", "path_a", "path_b"]].to_string(index=False, float_format="{:.3f}".format))
+        print(
+            table.head(top)[["similarity", "exact", "cross_split", "path_a", "path_b"]].to_string(
+                index=False, float_format="{:.3f}".format
+            )
+        )
 
 
 def _duplicates(args: argparse.Namespace) -> int:
@@ -646,7 +667,11 @@ def _add(args: argparse.Namespace) -> int:
         print(
             f"added {len(result.ids)} images (ids {result.ids[0]}-{result.ids[-1]}); the index holds "
             f"{len(bundle.index)} images"
-            + (f"; new classes (k-NN and centroids only): {', '.join(result.new_classes)}" if result.new_classes else "")
+            + (
+                f"; new classes (k-NN and centroids only): {', '.join(result.new_classes)}"
+                if result.new_classes
+                else ""
+            )
         )
     return _report_skipped(result.failures)
 

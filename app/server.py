@@ -121,7 +121,9 @@ class ServeOptions:
                 f"${AUTH_ENV}), or --allow-anonymous to serve without a login"
             )
         if not local and self.auth is None:
-            logger.warning("serving on %s WITHOUT a login (--allow-anonymous): anyone who reaches it can use it", self.host)
+            logger.warning(
+                "serving on %s WITHOUT a login (--allow-anonymous): anyone who reaches it can use it", self.host
+            )
         if self.enable_training and self.workspace is None:
             raise ServeError("--enable-training needs --workspace DIR: the folder trained bundles are written to")
         data_root = self.data_root.expanduser().resolve() if self.data_root else None

@@ -190,7 +190,9 @@ def _train_view(registry: BundleRegistry, options: ServeOptions, session: gr.Sta
     import keras
 
     workspace, data_root = options.workspace, options.data_root
-    folders = sorted(p.name for p in data_root.iterdir() if p.is_dir() and not p.name.startswith(".")) if data_root else []
+    folders = (
+        sorted(p.name for p in data_root.iterdir() if p.is_dir() and not p.name.startswith(".")) if data_root else []
+    )
 
     def dataset_folder(archive: str | None, folder: str | None) -> tuple[Path, str]:
         """The folder to train on and how to name it to the user; checked before any training starts."""
@@ -212,9 +214,7 @@ def _train_view(registry: BundleRegistry, options: ServeOptions, session: gr.Sta
         out = workspace / "bundles" / f"{new_name('bundle')}.bundle"  # a name lookalike chooses, inside the workspace
         rows: list[dict] = []
         outcome: dict = {}
-        config = EmbedderConfig(
-            epochs=int(epochs), fine_tune_blocks=FINE_TUNE_BLOCKS if fine_tune else 0
-        )
+        config = EmbedderConfig(epochs=int(epochs), fine_tune_blocks=FINE_TUNE_BLOCKS if fine_tune else 0)
         follow = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rows.append(dict(logs or {})))
 
         def work():
@@ -259,7 +259,11 @@ def _train_view(registry: BundleRegistry, options: ServeOptions, session: gr.Sta
         folder = gr.Dropdown(folders, label="or a folder of the data root", visible=bool(folders), value=None)
     with gr.Row():
         epochs = gr.Number(
-            value=EmbedderConfig().epochs, precision=0, minimum=1, maximum=200, label="Head epochs (early stopping on val)"
+            value=EmbedderConfig().epochs,
+            precision=0,
+            minimum=1,
+            maximum=200,
+            label="Head epochs (early stopping on val)",
         )
         fine_tune = gr.Checkbox(
             value=False, label=f"Fine-tune the top {FINE_TUNE_BLOCKS} backbone blocks (default: frozen backbone)"

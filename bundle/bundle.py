@@ -143,9 +143,7 @@ class Bundle:
         What :meth:`save` writes to ``manifest.json``.
     """
 
-    def __init__(
-        self, embedder: Embedder, index: EmbeddingIndex, manifest: Manifest, *, log_dir: Path | None = None
-    ):
+    def __init__(self, embedder: Embedder, index: EmbeddingIndex, manifest: Manifest, *, log_dir: Path | None = None):
         if embedder.embedding_dim != index.dim:
             raise BundleError(
                 f"the embedder produces {embedder.embedding_dim}-d embeddings but the index holds {index.dim}-d vectors"

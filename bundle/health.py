@@ -24,7 +24,9 @@ from .updates import records_of
 ISSUES = ("label", "outlier", "duplicate", "quality", "balance")
 
 
-def bundle_duplicates(bundle: Bundle, *, threshold: float = DEFAULT_THRESHOLD, progress: bool = False) -> DuplicateReport:
+def bundle_duplicates(
+    bundle: Bundle, *, threshold: float = DEFAULT_THRESHOLD, progress: bool = False
+) -> DuplicateReport:
     """Exact and near duplicates among the bundle's indexed images, with leaky splits flagged.
 
     Parameters

@@ -61,7 +61,9 @@ def records_of(paths: Sequence[str | os.PathLike], *, label: str | None = None) 
     return [ImageRecord(path, label or path.parent.name, ADDED_SPLIT) for path in find_images(paths)]
 
 
-def embed_into_store(bundle: Bundle, records: Sequence[ImageRecord], store: EmbeddingStore, job: EmbeddingJob) -> StreamSummary:
+def embed_into_store(
+    bundle: Bundle, records: Sequence[ImageRecord], store: EmbeddingStore, job: EmbeddingJob
+) -> StreamSummary:
     """Embed ``records`` into the part files of ``store`` with the bundle's embedder, resuming a killed run.
 
     Returns
@@ -185,7 +187,9 @@ def remove_paths(bundle: Bundle, items: Sequence[str | int]) -> int:
             ids.add(int(item))
             continue
         path = Path(item).expanduser().resolve()
-        matched = {int(i) for i, r in zip(bundle.index.ids, bundle.index.records) if r.path == path or path in r.path.parents}
+        matched = {
+            int(i) for i, r in zip(bundle.index.ids, bundle.index.records) if r.path == path or path in r.path.parents
+        }
         ids |= matched
         if not matched:
             unmatched.append(str(item))

@@ -66,7 +66,9 @@ def _dataset_root(paths: list[PurePosixPath]) -> int:
     return 1 if len(tops) == 1 and all(len(p.parts) >= 3 for p in paths) else 0
 
 
-def extract_dataset_zip(archive: str | os.PathLike, target: str | os.PathLike, limits: ArchiveLimits = ArchiveLimits()) -> Path:
+def extract_dataset_zip(
+    archive: str | os.PathLike, target: str | os.PathLike, limits: ArchiveLimits = ArchiveLimits()
+) -> Path:
     """Unpack the image files of a dataset zip into ``target``, after checking every entry.
 
     Entries must be ``<class>/<image>`` or ``<top>/<class>/<image>`` (a single top folder is removed).
@@ -113,7 +115,9 @@ def extract_dataset_zip(archive: str | os.PathLike, target: str | os.PathLike, l
             raise ArchiveError(f"the images unpack to {total:,} bytes; the limit is {limits.max_total_bytes:,}")
         for info, path in entries:
             if info.file_size > limits.max_file_bytes:
-                raise ArchiveError(f"{path} unpacks to {info.file_size:,} bytes; the limit is {limits.max_file_bytes:,}")
+                raise ArchiveError(
+                    f"{path} unpacks to {info.file_size:,} bytes; the limit is {limits.max_file_bytes:,}"
+                )
             if info.file_size > limits.max_ratio * max(info.compress_size, 1):
                 raise ArchiveError(f"{path} is compressed {info.file_size / max(info.compress_size, 1):.0f}x: refused")
         strip = _dataset_root([p for _, p in entries])

@@ -103,7 +103,9 @@ class QualityThresholds:
     def from_dict(cls, values: dict) -> QualityThresholds:
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"unknown quality thresholds {', '.join(unknown)}; allowed: {', '.join(cls.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown quality thresholds {', '.join(unknown)}; allowed: {', '.join(cls.__dataclass_fields__)}"
+            )
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -155,7 +157,11 @@ class QualityReport:
 
     def flagged(self) -> np.ndarray:
         """Positions of the images with at least one issue: int64 ndarray."""
-        return np.flatnonzero(np.any(np.stack([self.flags[i] for i in ISSUES]), axis=0)) if len(self) else np.zeros(0, np.int64)
+        return (
+            np.flatnonzero(np.any(np.stack([self.flags[i] for i in ISSUES]), axis=0))
+            if len(self)
+            else np.zeros(0, np.int64)
+        )
 
     def to_frame(self):
         """One row per image: ``path, width, height, mode``, the measured properties, one bool column per issue
@@ -172,7 +178,8 @@ class QualityReport:
                 "brightness_p5": self.brightness_p5,
                 "entropy": self.entropy,
                 "sharpness": self.sharpness,
-                "aspect_ratio": np.minimum(self.width, self.height) / np.maximum(np.maximum(self.width, self.height), 1),
+                "aspect_ratio": np.minimum(self.width, self.height)
+                / np.maximum(np.maximum(self.width, self.height), 1),
                 "gray": self.gray,
                 **{issue: self.flags[issue] for issue in ISSUES},
             }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """What lookalike knows about a backbone, so that nothing branches on its name.

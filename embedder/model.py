@@ -418,7 +418,9 @@ class Embedder:
             features.append(self.encode(batch.images, layer=layer))
             augmented = [
                 self.encode(
-                    augment_appearance(batch.images, np.random.default_rng([self.config.seed, n_batch, view]), self.config),
+                    augment_appearance(
+                        batch.images, np.random.default_rng([self.config.seed, n_batch, view]), self.config
+                    ),
                     layer=layer,
                     augment=True,
                 )

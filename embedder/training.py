@@ -36,7 +36,6 @@ from .model import Embedder, Embeddings
 logger = logging.getLogger(__name__)
 
 
-
 class TrainingError(ValueError):
     """Training cannot start: no training image could be read."""
 

@@ -151,7 +151,11 @@ def find_near_duplicates(
     pairs, similarity = _unique_pairs(a, b, similarity)
     logger.info(
         "%d near-duplicate pairs above %.3f among %d vectors (%s) in %.1f s",
-        len(pairs), threshold, len(vectors), method, time.perf_counter() - started,
+        len(pairs),
+        threshold,
+        len(vectors),
+        method,
+        time.perf_counter() - started,
     )
     return pairs, similarity
 
@@ -371,7 +375,13 @@ def _report(
         [splits[i] is not None and splits[j] is not None and splits[i] != splits[j] for i, j in pairs], dtype=bool
     )
     cluster, keepers = duplicate_clusters(pairs, n, similarity=similarity, sizes=sizes)
-    logger.info("%d duplicate pairs (%d exact, %d cross-split) in %d clusters", len(pairs), exact.sum(), cross_split.sum(), len(keepers))
+    logger.info(
+        "%d duplicate pairs (%d exact, %d cross-split) in %d clusters",
+        len(pairs),
+        exact.sum(),
+        cross_split.sum(),
+        len(keepers),
+    )
     return DuplicateReport(
         pairs=pairs.reshape(-1, 2), similarity=similarity.astype(np.float32), exact=exact.reshape(len(a)),
         cross_split=cross_split.reshape(len(b)), cluster=cluster, keepers=keepers, ids=np.asarray(ids, np.int64),
@@ -501,7 +511,9 @@ def check_new(
     against = np.stack([n + rows, index.rows_of(found)], axis=1)
     within, within_similarity = find_near_duplicates(query_vectors, threshold=threshold)
     pairs, similarity = _unique_pairs(
-        np.r_[against[:, 0], n + within[:, 0]], np.r_[against[:, 1], n + within[:, 1]], np.r_[similarity, within_similarity]
+        np.r_[against[:, 0], n + within[:, 0]],
+        np.r_[against[:, 1], n + within[:, 1]],
+        np.r_[similarity, within_similarity],
     )
     records = index.records
 

@@ -49,7 +49,9 @@ class OpenSetCalibration:
     @classmethod
     def from_dict(cls, values: dict) -> OpenSetCalibration:
         """Inverse of :meth:`to_dict`."""
-        return cls(threshold=float(values["threshold"]), quantile=float(values["quantile"]), images=int(values["images"]))
+        return cls(
+            threshold=float(values["threshold"]), quantile=float(values["quantile"]), images=int(values["images"])
+        )
 
 
 def leave_one_out_scores(index: EmbeddingIndex, *, sample: int = CALIBRATION_SAMPLE, seed: int = 0) -> np.ndarray:

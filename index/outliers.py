@@ -134,7 +134,9 @@ class OutlierReport:
     def least_typical(self, per_class: int = 5):
         """The ``per_class`` images of each class farthest from its centroid, one row each (see :meth:`to_frame`)."""
         frame = self.to_frame()
-        return frame[frame["typicality_rank"] >= frame.groupby("label")["typicality_rank"].transform("max") - per_class + 1]
+        return frame[
+            frame["typicality_rank"] >= frame.groupby("label")["typicality_rank"].transform("max") - per_class + 1
+        ]
 
 
 def find_outliers(
@@ -170,7 +172,9 @@ def find_outliers(
     labels = np.asarray(labels, dtype=np.int64)
     n = len(vectors)
     if vectors.ndim != 2 or labels.shape != (n,):
-        raise ValueError(f"expected vectors of shape (n, d) and labels of shape (n,); got {vectors.shape} and {labels.shape}")
+        raise ValueError(
+            f"expected vectors of shape (n, d) and labels of shape (n,); got {vectors.shape} and {labels.shape}"
+        )
     if n < 2:
         raise ValueError(f"outliers need at least 2 images; got {n}")
     n_classes = len(class_names) if class_names is not None else int(labels.max()) + 1

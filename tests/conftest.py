@@ -49,8 +49,18 @@ def bundle_path(small_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "small.bundle"
     code = main(
         [
-            "train", str(root), "--out", str(out), "--epochs", "2", "--augment-views", "1",
-            "--fine-tune-blocks", "3", "--fine-tune-epochs", "1",
+            "train",
+            str(root),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--augment-views",
+            "1",
+            "--fine-tune-blocks",
+            "3",
+            "--fine-tune-epochs",
+            "1",
         ]  # fmt: skip
     )
     assert code == EXIT_SKIPPED  # the corrupt file was skipped

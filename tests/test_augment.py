@@ -10,7 +10,14 @@ from lookalike.embedder import EmbedderConfig
 from lookalike.embedder.augment import _background_mask, augment_appearance
 
 ONLY = dict.fromkeys(
-    ("augment_grayscale", "augment_recolour", "augment_sketch", "augment_low_res", "augment_jpeg", "augment_background"),
+    (
+        "augment_grayscale",
+        "augment_recolour",
+        "augment_sketch",
+        "augment_low_res",
+        "augment_jpeg",
+        "augment_background",
+    ),
     0.0,
 )
 
@@ -89,7 +96,9 @@ def test_fused_embedding_is_normalised_mixes_cosines_and_exports_to_litert(small
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     trained, pooled = embeddings[:, :16] / np.sqrt(0.6), embeddings[:, 16:] / np.sqrt(0.4)
     np.testing.assert_allclose(np.linalg.norm(trained, axis=1), 1.0, atol=1e-4)
-    np.testing.assert_allclose(embeddings @ embeddings.T, 0.6 * trained @ trained.T + 0.4 * pooled @ pooled.T, atol=1e-5)
+    np.testing.assert_allclose(
+        embeddings @ embeddings.T, 0.6 * trained @ trained.T + 0.4 * pooled @ pooled.T, atol=1e-5
+    )
     export_litert(embedder, tmp_path / "inference.tflite")  # raises if LiteRT differs from Keras by > 1e-4
     assert embedder.attach_runtime(tmp_path)
     images = np.stack([load_image(p, 96) for p in queries["cook"]])

@@ -132,15 +132,24 @@ def test_duplicates_of_real_images_with_clusters_keepers_and_leaky_splits(inject
         frozenset((str(source), str(paths["format"])))
     }
     leaky = frame[frame.cross_split]
-    assert frozenset((str(source), str(paths["resized"]))) in {frozenset(p) for p in leaky[["path_a", "path_b"]].itertuples(index=False)}
+    assert frozenset((str(source), str(paths["resized"]))) in {
+        frozenset(p) for p in leaky[["path_a", "path_b"]].itertuples(index=False)
+    }
     assert not frame[(frame.split_a == frame.split_b)]["cross_split"].any()
-    assert set(report.clusters_frame()["path"]) >= {str(source), *(str(paths[k]) for k in ("resized", "jpeg", "format"))}
-    assert len(report.removable()) == len(members) - 1 + sum(len(np.flatnonzero(report.cluster == c)) - 1 for c in range(report.n_clusters) if c != cluster)
+    assert set(report.clusters_frame()["path"]) >= {
+        str(source),
+        *(str(paths[k]) for k in ("resized", "jpeg", "format")),
+    }
+    assert len(report.removable()) == len(members) - 1 + sum(
+        len(np.flatnonzero(report.cluster == c)) - 1 for c in range(report.n_clusters) if c != cluster
+    )
 
 
 def test_clusters_are_connected_components_and_keepers_follow_size_then_typicality():
     pairs = np.array([[0, 1], [1, 2], [5, 6]])
-    cluster, keepers = duplicate_clusters(pairs, 8, similarity=np.array([0.9, 0.99, 0.95]), sizes=np.array([1, 1, 1, 0, 0, 1, 4, 0]))
+    cluster, keepers = duplicate_clusters(
+        pairs, 8, similarity=np.array([0.9, 0.99, 0.95]), sizes=np.array([1, 1, 1, 0, 0, 1, 4, 0])
+    )
     assert cluster.tolist() == [0, 0, 0, -1, -1, 1, 1, -1]
     assert keepers.tolist() == [1, 6]  # 1 has the largest similarity sum; 6 the most pixels
 
@@ -205,7 +214,10 @@ def test_core_modules_do_not_import_tensorflow():
         "import sys; import lookalike.index.duplicates, lookalike.index.outliers, lookalike.index.balance, "
         "lookalike.data.quality, lookalike.data.hashing; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_errors_say_what_was_received():

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_search_core_never_imports_tensorflow_or_keras():
-    modules = ["lookalike.index"] + [f"lookalike.index.{m.name}" for m in pkgutil.iter_modules(lookalike.index.__path__)]
+    modules = ["lookalike.index"] + [
+        f"lookalike.index.{m.name}" for m in pkgutil.iter_modules(lookalike.index.__path__)
+    ]
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in modules)

@@ -128,7 +128,7 @@ def _zip(path: Path, entries: dict[str, bytes], links: dict[str, str] | None = N
             archive.writestr(name, data)
         for name, target in (links or {}).items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)  # a symbolic link
+            info.external_attr = 0o120777 << 16  # a symbolic link
             archive.writestr(info, target)
     return path
 

@@ -100,7 +100,9 @@ def build_dataset(name: str, source: Path, root: Path, per_dataset: int, seed: i
         copy, suffix = transformed(Image.open(original).convert("RGB"), kind, rng)
         target = dup_root / split / original.parent.name / f"{original.stem}-{kind}{suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        copy.save(target, quality=75) if suffix == ".jpg" else copy.save(target, lossless=True) if suffix == ".webp" else copy.save(target)
+        copy.save(target, quality=75) if suffix == ".jpg" else copy.save(
+            target, lossless=True
+        ) if suffix == ".webp" else copy.save(target)
         truth["copies"].append({"original": str(original), "copy": str(target), "kind": kind, "split": split})
     # Quality: the clean originals plus 20 degraded copies of each kind (of other originals).
     for path in truth["originals"]:
@@ -209,20 +211,29 @@ def duplicates_benchmark(name: str, root: Path, truth: dict, threshold: float | 
     leaky_found = {frozenset(p) for p in frame.loc[frame.cross_split, ["path_a", "path_b"]].itertuples(index=False)}
     result["lookalike"]["leaky_recall"] = len(leaky_found & leaky_truth) / len(leaky_truth)
     result["lookalike"]["recall_by_kind"] = {
-        kind: float(np.mean([frozenset((c["original"], c["copy"])) in found for c in truth["copies"] if c["kind"] == kind]))
+        kind: float(
+            np.mean([frozenset((c["original"], c["copy"])) in found for c in truth["copies"] if c["kind"] == kind])
+        )
         for kind in TRANSFORMS
     }
     false = [sorted(p) for p in found - pair_truth]
     result["lookalike"]["false_pairs_examples"] = false[:10]
     result["lookalike"]["truth_pairs"] = len(pair_truth)
     result["lookalike"]["injected_pairs"] = len(truth["copies"])
-    result["lookalike"]["false_pairs_same_class"] = int(sum(Path(a).parent.name == Path(b).parent.name for a, b in false))
+    result["lookalike"]["false_pairs_same_class"] = int(
+        sum(Path(a).parent.name == Path(b).parent.name for a, b in false)
+    )
     scan_root = root / name / "dups"
     for method_name, method in imagededup_hashing().items():
         for t in (10, 4):
             pairs, seconds = run_imagededup(scan_root, method, t)
-            result[f"imagededup {method_name} (max distance {t})"] = {**score_pairs(pairs, pair_truth), "seconds": seconds}
-    result["imagededup CNN"] = "not run: needs torchvision and its ImageNet weights (no CPU torchvision build, no internet)"
+            result[f"imagededup {method_name} (max distance {t})"] = {
+                **score_pairs(pairs, pair_truth),
+                "seconds": seconds,
+            }
+    result["imagededup CNN"] = (
+        "not run: needs torchvision and its ImageNet weights (no CPU torchvision build, no internet)"
+    )
     lab, seconds = run_cleanvision(paths, {"exact_duplicates": {}, "near_duplicates": {}})
     sets = lab.info["exact_duplicates"]["sets"] + lab.info["near_duplicates"]["sets"]
     pairs = {frozenset((a, b)) for group in sets for a in group for b in group if a != b}
@@ -239,7 +250,8 @@ def quality_benchmark(root: Path, name: str, truth: dict) -> dict:
     ours_seconds = time.perf_counter() - started
     flags = {str(p): {issue for issue, f in report.flags.items() if f[i]} for i, p in enumerate(report.paths)}
     lab, cv_seconds = run_cleanvision(
-        paths, {k: {} for k in ("dark", "light", "blurry", "low_information", "grayscale", "odd_size", "odd_aspect_ratio")}
+        paths,
+        {k: {} for k in ("dark", "light", "blurry", "low_information", "grayscale", "odd_size", "odd_aspect_ratio")},
     )
     issues = lab.issues
     cv_flags = {
@@ -252,7 +264,14 @@ def quality_benchmark(root: Path, name: str, truth: dict) -> dict:
             targets = [p for p, k in injected.items() if k == kind]
             wanted = {"odd_size": {"odd_size", "odd_aspect_ratio"}}.get(kind, {kind})
             per_kind[kind] = float(np.mean([bool(found.get(p, set()) & wanted) for p in targets]))
-        per_kind["all"] = float(np.mean([bool(found.get(p, set()) & ({"odd_size", "odd_aspect_ratio"} if k == "odd_size" else {k})) for p, k in injected.items()]))
+        per_kind["all"] = float(
+            np.mean(
+                [
+                    bool(found.get(p, set()) & ({"odd_size", "odd_aspect_ratio"} if k == "odd_size" else {k}))
+                    for p, k in injected.items()
+                ]
+            )
+        )
         per_kind["clean flagged (any issue)"] = float(np.mean([bool(found.get(p)) for p in clean]))
         per_kind["clean flagged by issue"] = {
             issue: int(sum(issue in found.get(p, set()) for p in clean))
@@ -309,7 +328,9 @@ def main() -> None:
             quality = quality_benchmark(root, name, truth)
             results["datasets"][name] = {"duplicates": dups, "quality": quality}
             all_features.append(features)
-            logging.info("%s: %s", name, json.dumps({k: v for k, v in dups.items() if k != "sweep"}, default=str)[:2000])
+            logging.info(
+                "%s: %s", name, json.dumps({k: v for k, v in dups.items() if k != "sweep"}, default=str)[:2000]
+            )
             logging.info("%s quality: %s", name, json.dumps(quality))
             Path(args.out).write_text(json.dumps(results, indent=1, default=str))
     if args.scale:

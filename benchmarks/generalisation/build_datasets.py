@@ -294,8 +294,15 @@ def write_dataset(name: str, pkg: str, builder: Callable, out_root: Path, workdi
         counts[character] = len(chosen)
     write_manifest(tmp / "manifest.csv", rows)
     shutil.copyfile(root / f"usr/share/doc/{pkg}/copyright", tmp / "COPYRIGHT.debian")
-    info = {"name": name, "package": pkg, "version": version, "characters": len(counts),
-            "images": sum(counts.values()), "per_character": counts, "dropped_characters": dropped}
+    info = {
+        "name": name,
+        "package": pkg,
+        "version": version,
+        "characters": len(counts),
+        "images": sum(counts.values()),
+        "per_character": counts,
+        "dropped_characters": dropped,
+    }
     (tmp / "dataset.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     final = out_root / name
     shutil.rmtree(final, ignore_errors=True)
@@ -334,8 +341,10 @@ def summary_row(info: dict) -> str:
         stats = f"{min(counts):>4} {statistics.median(counts):>6g} {max(counts):>4}"
     else:
         stats = f"{'-':>4} {'-':>6} {'-':>4}"
-    return (f"{info['name']:<12} {info['package']:<18} {info['version']:<22} "
-            f"{info.get('characters', '-'):>5} {info['images']:>6} {stats}")
+    return (
+        f"{info['name']:<12} {info['package']:<18} {info['version']:<22} "
+        f"{info.get('characters', '-'):>5} {info['images']:>6} {stats}"
+    )
 
 
 def default_out() -> Path:
@@ -346,16 +355,27 @@ def default_out() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Datasets: " + ", ".join(DATASETS))
-    ap.add_argument("--out", type=Path, default=default_out(),
-                    help="output folder, one sub-folder per dataset (default: %(default)s)")
-    ap.add_argument("--only", nargs="+", choices=list(DATASETS),
-                    help="build only these datasets (default: all character datasets)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Datasets: " + ", ".join(DATASETS),
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=default_out(),
+        help="output folder, one sub-folder per dataset (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--only", nargs="+", choices=list(DATASETS), help="build only these datasets (default: all character datasets)"
+    )
     ap.add_argument("--force", action="store_true", help="rebuild datasets that already exist")
-    ap.add_argument("--keep-downloads", type=Path, default=None,
-                    help="unpack packages here and keep them (default: a temporary folder, removed afterwards)")
+    ap.add_argument(
+        "--keep-downloads",
+        type=Path,
+        default=None,
+        help="unpack packages here and keep them (default: a temporary folder, removed afterwards)",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
@@ -378,8 +398,10 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("%s: dropped (fewer than %d images): %s", name, MIN_IMAGES, info["dropped_characters"])
             log.info("%s: built in %.0f s -> %s", name, time.time() - t0, args.out / name)
             infos.append(info)
-    print(f"\n{'dataset':<12} {'package':<18} {'version':<22} {'chars':>5} {'images':>6} {'min':>4} "
-          f"{'median':>6} {'max':>4}")
+    print(
+        f"\n{'dataset':<12} {'package':<18} {'version':<22} {'chars':>5} {'images':>6} {'min':>4} "
+        f"{'median':>6} {'max':>4}"
+    )
     for info in infos:
         print(summary_row(info))
     print(f"\noutput: {args.out}")

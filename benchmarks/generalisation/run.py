@@ -50,7 +50,18 @@ CACHE = Path(os.environ.get("LOOKALIKE_BENCH_CACHE", Path.home() / ".cache" / "l
 BUILT = Path.home() / ".cache" / "lookalike" / "datasets"
 #: Datasets never used (their art is reserved for other purposes).
 EXCLUDED = ("supertux", "flare")
-KINDS = ("as-is", "grayscale", "recoloured", "sketch", "low-res", "jpeg", "background", "cropped", "mirrored", "rotated")
+KINDS = (
+    "as-is",
+    "grayscale",
+    "recoloured",
+    "sketch",
+    "low-res",
+    "jpeg",
+    "background",
+    "cropped",
+    "mirrored",
+    "rotated",
+)
 #: Version of the variant recipes: part of the cache key, bump it when a recipe changes.
 VARIANTS_VERSION = 2
 SIZE = 224
@@ -142,7 +153,9 @@ def _busy_background(rng: np.random.Generator, backgrounds: list[Path]) -> Image
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(shape, fill=colour)
     noise = rng.normal(0, 12, (SIZE, SIZE, 3))
-    return Image.fromarray(np.clip(np.asarray(image.filter(ImageFilter.GaussianBlur(1.5))) + noise, 0, 255).astype(np.uint8))
+    return Image.fromarray(
+        np.clip(np.asarray(image.filter(ImageFilter.GaussianBlur(1.5))) + noise, 0, 255).astype(np.uint8)
+    )
 
 
 def make_variant(kind: str, image: Image.Image, rng: np.random.Generator, backgrounds: list[Path]) -> Image.Image:
@@ -238,7 +251,9 @@ def frozen_raw_features(paths: list[Path], desc: str) -> np.ndarray:
         _FROZEN = Embedder.build(EmbedderConfig(fine_tune_blocks=0), ["a", "b"])
     encoded = _FROZEN.encode_files(paths, progress=tqdm(total=len(paths), desc=f"frozen {desc}", unit="img"))
     if len(encoded.indices) != len(paths):
-        raise RuntimeError(f"{len(paths) - len(encoded.indices)} benchmark images could not be read: {encoded.failures}")
+        raise RuntimeError(
+            f"{len(paths) - len(encoded.indices)} benchmark images could not be read: {encoded.failures}"
+        )
     features = encoded.features.astype(np.float32)
     cached.parent.mkdir(parents=True, exist_ok=True)
     np.save(cached, features)
@@ -363,7 +378,8 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
     kinds = {}
     for kind in KINDS:
         kinds[kind] = {"frozen": float(np.mean(frozen[kind][0] == test_labels))} | {
-            key: float(np.mean(answers[kind][key] == test_labels)) for key in ("character", "softmax", "knn", "centroid")
+            key: float(np.mean(answers[kind][key] == test_labels))
+            for key in ("character", "softmax", "knn", "centroid")
         }
     return {
         "characters": len(spec.train) // TRAIN_PER_CHARACTER,
@@ -374,7 +390,8 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
         "foreign_queries": len(foreign),
         "kinds": kinds,
         "mean_over_kinds": {
-            key: float(np.mean([kinds[k][key] for k in KINDS])) for key in ("frozen", "character", "softmax", "knn", "centroid")
+            key: float(np.mean([kinds[k][key] for k in KINDS]))
+            for key in ("frozen", "character", "softmax", "knn", "centroid")
         },
         "open_set": {"frozen": frozen_open, "lookalike": lookalike_open},
         "training": {
@@ -433,7 +450,9 @@ def main() -> None:
     roots = dataset_roots(args.datasets)
     all_roots = dataset_roots(None)
     photos = BUILT / "backgrounds"
-    backgrounds = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if photos.is_dir() else []
+    backgrounds = (
+        sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if photos.is_dir() else []
+    )
     print(f"config {config}\nbackgrounds: {len(backgrounds) or 'procedural'}", flush=True)
     started = time.perf_counter()
     results = {}
