@@ -573,8 +573,7 @@ def _audit(args: argparse.Namespace) -> int:
         _write_csv(report.to_frame(), args, "outlier")
     if "duplicate" in issues:
         report = health.bundle_duplicates(bundle, progress=True)
-        _print_duplicates(report, args.top)
-        _write_csv(report.to_frame(), args, "duplicate")
+        _write_csv(_print_duplicates(report, args.top), args, "duplicate")
     if "quality" in issues:
         report = health.bundle_quality(bundle)
         print("\n== image quality: " + ", ".join(f"{issue} {n}" for issue, n in report.summary().items()))
@@ -598,7 +597,8 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_duplicates(report, top: int) -> None:
+def _print_duplicates(report, top: int):
+    """Print the summary and the first ``top`` pairs of a duplicate report; returns its table."""
     table = report.to_frame()
     print(
         f"\n== duplicates (cosine >= {report.threshold:.2f}): {len(report)} pairs, {int(report.exact.sum())} exact, "
@@ -610,6 +610,7 @@ def _print_duplicates(report, top: int) -> None:
                 index=False, float_format="{:.3f}".format
             )
         )
+    return table
 
 
 def _duplicates(args: argparse.Namespace) -> int:

@@ -247,7 +247,8 @@ def _train_view(registry: BundleRegistry, options: ServeOptions, session: gr.Sta
         done = f"Done: bundle `{out.name}` is now what this browser session searches (other users keep theirs)" + (
             f"; validation accuracy {accuracy:.3f}." if accuracy is not None else "."
         )
-        yield done, curves(), summary(bundle), registry.add(bundle)
+        # Served as loaded from disk, like every other bundle: with its exported runtime, not the training objects.
+        yield done, curves(), summary(bundle), registry.add(Bundle.load(out))
 
     gr.Markdown(
         "Train a new bundle from a zip of `<class>/<image>` folders"

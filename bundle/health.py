@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import numpy as np
+
 from ..data.hashing import hash_files
 from ..data.quality import QualityReport, check_quality
 from ..index.balance import BalanceReport, class_balance
@@ -56,7 +58,15 @@ def new_file_duplicates(
     vectors, indices, _ = frozen_features(bundle, [r.path for r in records], progress=progress)
     readable = [records[i] for i in indices]
     new_hashes = hash_files([r.path for r in readable]).hashes
-    old_hashes = hash_files([r.path for r in bundle.index.records]).hashes
+    # An exact copy is also a near duplicate, so only indexed images within the threshold need hashing,
+    # not every image of the bundle.
+    old_hashes: list[str | None] = [None] * len(features)
+    if len(vectors):
+        _, _, near_ids = features.faiss_index.range_search(vectors, threshold)
+        near_rows = np.unique(features.rows_of(near_ids))
+        near_hashes = hash_files([bundle.index.records[row].path for row in near_rows]).hashes
+        for row, value in zip(near_rows.tolist(), near_hashes):
+            old_hashes[row] = value
     return check_new(
         vectors,
         features,
