@@ -280,7 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, default=Path("compare.png"), help="bar chart file (default %(default)s)")
 
     map_ = commands.add_parser(
-        "map", help="draw a UMAP or t-SNE map of a bundle's embeddings, optionally with a query on it"
+        "map",
+        help="draw a UMAP or t-SNE map of a bundle's embeddings, optionally with a query on it",
+        description="Write an embedding map. map.html is one self-contained page that works offline: hover shows "
+        "an image's thumbnail, a box or lasso selection lists the selected images, clicking a point shows its "
+        "nearest neighbors, a searchable class legend highlights classes, and points are coloured by label, "
+        "predicted label (k-NN vote of its neighbors), split or (with --audit, or once the bundle was audited) "
+        "the label audit's suspicion. map.png is a static picture.",
     )
     map_.set_defaults(handler=_map)
     map_.add_argument("bundle", metavar="BUNDLE", type=Path)
@@ -290,6 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     map_.add_argument("--method", choices=("umap", "tsne"), default="umap", help="projection (default %(default)s)")
     map_.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2 or 3 dimensions (default %(default)s)")
     map_.add_argument("--query", type=Path, metavar="IMAGE", help="place this image on the map with its nearest images")
+    map_.add_argument(
+        "--neighbors", type=int, default=10, metavar="K", help="neighbors listed per image (default %(default)s)"
+    )
+    map_.add_argument(
+        "--audit",
+        action="store_true",
+        help="offer colouring by audit suspicion, computing the audit's frozen features if the bundle has none "
+        "cached (runs the backbone over every image); without it, offered only when they are cached",
+    )
 
     audit = commands.add_parser(
         "audit", help="data health: label errors, outliers, duplicates, image quality, class balance"
@@ -505,17 +520,22 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from lookalike.app.maps import map_figure, map_png, place_image
+    from lookalike.app.map_page import audit_suspicion, write_map_page
+    from lookalike.app.maps import map_png, place_image
     from lookalike.bundle import Bundle
     from lookalike.index import MapConfig
 
+    if args.neighbors < 1:
+        print(f"lookalike: error: --neighbors must be at least 1; got {args.neighbors}", file=sys.stderr)
+        return EXIT_ERROR
     bundle = Bundle.load(args.bundle)
     embedding_map = bundle.embedding_map(MapConfig(method=args.method, dims=args.dims))
     query = place_image(bundle, embedding_map, args.query, args.query.name) if args.query else None
     if args.out.suffix.lower() == ".png":
         map_png(bundle, embedding_map, args.out, query=query)
     else:
-        map_figure(bundle, embedding_map, query=query).write_html(args.out, include_plotlyjs=True)
+        suspicion = audit_suspicion(bundle, compute=args.audit, progress=True)
+        write_map_page(args.out, bundle, embedding_map, query=query, suspicion=suspicion, k=args.neighbors)
     print(f"{embedding_map.config.name} map of {len(embedding_map.coordinates)} images written to {args.out}")
     return 0
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+from html import escape
 from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 import numpy as np
@@ -21,7 +23,8 @@ from ..data.archive import ArchiveError, extract_dataset_zip
 from ..embedder.config import EmbedderConfig
 from ..index.evaluation import CLASSIFIERS
 from ..index.projection import MapConfig
-from .maps import map_figure, place_image
+from .map_page import cached_page, query_fragment
+from .maps import place_image
 from .report import CLASSIFIER_TITLES, confusion_figure, curves_figure
 from .server import BundleRegistry, ServedFiles, ServeError, ServeOptions, new_name, under
 
@@ -281,22 +284,41 @@ def _train_view(registry: BundleRegistry, options: ServeOptions, session: gr.Sta
     )
 
 
-def _map_view(registry: BundleRegistry, session: gr.State) -> gr.Dropdown:
+def map_frame(path: Path, fragment: str = "") -> str:
+    """HTML of a sandboxed ``<iframe>`` showing the served map page at ``path`` (plus a link to open it alone).
+
+    The page runs in an opaque origin (``sandbox="allow-scripts"``): its script cannot reach the app's page,
+    cookies or API, whatever a bundle's labels contain.
+    """
+    url = "gradio_api/file=" + quote(str(path)) + fragment
+    return (
+        f'<iframe class="lookalike-map" title="Embedding map" src="{escape(url)}" sandbox="allow-scripts" '
+        'style="width:100%;height:820px;border:1px solid #e5e7eb;border-radius:8px"></iframe>'
+        f'<p style="margin:4px 0"><a href="{escape(url)}" target="_blank" rel="noopener">Open the map in its own tab</a>'
+        " (one self-contained page; save it to keep it)</p>"
+    )
+
+
+def _map_view(registry: BundleRegistry, files: ServedFiles, session: gr.State, tab: gr.Tab) -> gr.Dropdown:
     def draw(method: str, dims: str, classes: list[str], image_path: str | None, key: str | None):
         bundle = registry.get(key)
-        embedding_map = bundle.embedding_map(MapConfig(method=method, dims=int(dims[0])))
-        query = None
+        config = MapConfig(method=method, dims=int(dims[0]))
+        page = cached_page(files.root / "maps", bundle, config, classes=classes or None)
+        fragment = ""
         if image_path:
             try:
-                query = place_image(bundle, embedding_map, image_path, "query")
+                query = place_image(bundle, bundle.embedding_map(config), image_path, "query")
             except ImageDecodeError as error:
                 raise gr.Error(f"Could not read that image: {error.reason}") from error
-        return map_figure(bundle, embedding_map, query=query, classes=classes or None)
+            fragment = query_fragment(bundle, query)
+        return map_frame(page, fragment)
 
     gr.Markdown(
-        "Every indexed image on a 2-D or 3-D projection of the embedding space, coloured by class, with class "
-        "centroids (x). A query is placed at the similarity-weighted mean of its 10 nearest images (red rings). "
-        "The first map of a bundle takes a few seconds to compute; it is then stored in the bundle."
+        "Every indexed image on a 2-D or 3-D projection of the embedding space. Hover a point for its image, drag "
+        "a box or lasso to list the images inside it, click a point to see it beside its nearest neighbors; search "
+        "the class legend to highlight classes; colour by label, predicted label, split or (once the bundle was "
+        "audited) audit suspicion. A query is placed at the similarity-weighted mean of its 10 nearest images "
+        "(red star and rings). The first map of a bundle takes a while to compute; it is then stored."
     )
     with gr.Row():
         method = gr.Radio(["umap", "tsne"], value="umap", label="Projection")
@@ -306,8 +328,12 @@ def _map_view(registry: BundleRegistry, session: gr.State) -> gr.Dropdown:
         )
         query = query_image(label="Query (optional)", sources=["upload", "clipboard"], height=140)
     button = gr.Button("Draw map", variant="primary")
-    plot = gr.Plot(label="Embedding map")
-    button.click(draw, inputs=[method, dims, classes, query, session], outputs=plot, api_name="map")
+    view = gr.HTML(label="Embedding map", min_height=820)
+    inputs = [method, dims, classes, query, session]
+    button.click(draw, inputs=inputs, outputs=view, api_name="map")
+    tab.select(draw, inputs=inputs, outputs=view, api_name=False)
+    for control in (method, dims, query):
+        control.change(draw, inputs=inputs, outputs=view, api_name=False)
     return classes
 
 
@@ -421,8 +447,8 @@ def build_app(bundle: Bundle, options: ServeOptions = ServeOptions(), *, served_
         header = gr.Markdown(summary(bundle))
         with gr.Tab("Search"):
             _search_view(registry, files, session)
-        with gr.Tab("Map"):
-            classes = _map_view(registry, session)
+        with gr.Tab("Map") as map_tab:
+            classes = _map_view(registry, files, session, map_tab)
         with gr.Tab("Audit"):
             _audit_view(registry, files, session)
         with gr.Tab("Evaluate"):
