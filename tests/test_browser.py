@@ -70,7 +70,7 @@ def test_upload_shows_prediction_and_galleries(page, small_dataset):
 @pytest.mark.parametrize(
     "tab, button, ready",
     [
-        ("Map", "Draw map", ".js-plotly-plot"),
+        ("Map", "Draw map", "iframe.lookalike-map"),
         ("Audit", "Audit", "text=judged out of fold"),
         ("Evaluate", "Evaluate", "text=held-out images"),
         ("Train", None, "text=Dataset zip"),
