@@ -13,10 +13,9 @@ import time
 
 import numpy as np
 import pytest
-from test_browser import ARTIFACTS, CHROMIUM, FLAGS, sync_playwright
-
 from lookalike.app.cli import main
 from lookalike.index.neighbors import indexed_neighbors
+from test_browser import ARTIFACTS, CHROMIUM, FLAGS, sync_playwright
 
 FADED = "#dcdcdc"
 
@@ -45,7 +44,7 @@ def page(browser, map_file):
     page = browser.new_page(viewport={"width": 1280, "height": 860})
     page.set_default_timeout(120_000)
     errors, requests = [], []
-    page.on("pageerror", errors.append)
+    page.on("pageerror", lambda error: errors.append(error))
 
     def refuse(route):
         requests.append(route.request.url)
@@ -103,7 +102,9 @@ def test_a_box_selection_fills_the_gallery_with_the_points_inside(page):
     page.mouse.move(right, bottom, steps=10)
     page.mouse.up()
     page.wait_for_selector("#gallery .tile")
-    shown = sorted(int(r) for r in page.locator("#gallery .tile").evaluate_all("tiles => tiles.map(t => t.dataset.row)"))
+    shown = sorted(
+        int(r) for r in page.locator("#gallery .tile").evaluate_all("tiles => tiles.map(t => t.dataset.row)")
+    )
     assert shown == sorted(inside.tolist())[:240]
     assert page.locator("#gallery-panel h2").inner_text() == f"{len(inside)} images selected"
     page.screenshot(path=str(ARTIFACTS / "map-selection.png"))
@@ -179,7 +180,10 @@ def _open_map_tab(browser, url: str):
     page.get_by_role("tab", name="Map").click()
     frame = page.frame_locator("iframe.lookalike-map")
     frame.locator("body[data-ready]").wait_for()
-    x, y = page.locator("iframe.lookalike-map").element_handle().content_frame().evaluate("lookalikeMap.pointPosition(0)")
+    page.locator("iframe.lookalike-map").scroll_into_view_if_needed()
+    x, y = (
+        page.locator("iframe.lookalike-map").element_handle().content_frame().evaluate("lookalikeMap.pointPosition(0)")
+    )
     box = page.locator("iframe.lookalike-map").bounding_box()
     page.mouse.move(box["x"] + x, box["y"] + y)
     frame.locator("#tip .thumb").wait_for(state="visible")
