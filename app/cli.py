@@ -549,9 +549,13 @@ def _audit(args: argparse.Namespace) -> int:
     report = health_report(bundle, issues, progress=True)
     tables, floats = report.tables(), "{:.3f}".format
     if report.label is not None:
-        shown = tables["label"].head(args.top)[
-            ["suspicion", "margin", "label", "suggested", "knn_predicted", "softmax_predicted", "outlier", "path"]
-        ].rename(columns={"knn_predicted": "k-NN says", "softmax_predicted": "softmax says"})
+        shown = (
+            tables["label"]
+            .head(args.top)[
+                ["suspicion", "margin", "label", "suggested", "knn_predicted", "softmax_predicted", "outlier", "path"]
+            ]
+            .rename(columns={"knn_predicted": "k-NN says", "softmax_predicted": "softmax says"})
+        )
         shown.insert(0, "rank", range(1, len(shown) + 1))
         print("\n== suspected label errors (out of fold, frozen ImageNet features)")
         print(shown.to_string(index=False, float_format=floats))
@@ -559,8 +563,12 @@ def _audit(args: argparse.Namespace) -> int:
         for name, spread in list(report.label.class_spread().items())[:5]:
             print(f"  {name:<24} {spread:.3f}")
     if report.outlier is not None:
-        print("\n== outliers, least typical image of each class first")
-        print(report.outlier.least_typical(1).head(args.top).to_string(index=False, float_format=floats))
+        outlier = report.outlier
+        print(
+            f"\n== outliers: {int(outlier.class_outlier.sum())} far from their class, "
+            f"{int(outlier.far_from_all.sum())} far from every class; the least typical image of each class:"
+        )
+        print(outlier.least_typical(1).head(args.top).to_string(index=False, float_format=floats))
     if report.duplicate is not None:
         _print_duplicates(report.duplicate, args.top)
     if report.quality is not None:
@@ -569,7 +577,15 @@ def _audit(args: argparse.Namespace) -> int:
         if len(flagged):
             print(flagged.head(args.top).to_string(index=False))
     if report.balance is not None:
-        print("\n== class balance, smallest class first")
+        small = report.balance.too_small()
+        print(
+            f"\n== class balance: imbalance {report.balance.imbalance():.1f}; "
+            + (
+                f"too small for the few-shot protocol: {', '.join(small)}"
+                if small
+                else "every class has enough train images"
+            )
+        )
         print(tables["balance"].head(args.top).to_string(index=False, float_format=floats))
     print("\n== summary")
     print(report.summary().to_string(index=False))

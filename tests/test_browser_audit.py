@@ -10,6 +10,7 @@ import pytest
 from audit_fixtures import injected_bundle
 from test_browser import ARTIFACTS, CHROMIUM, FLAGS, sync_playwright  # skips this module as well without Chromium
 
+
 @pytest.fixture(scope="module")
 def page(bundle_path, small_dataset, tmp_path_factory):
     from lookalike.app.server import ServeOptions
