@@ -199,11 +199,7 @@ class HealthReport:
 
     def _duplicate_items(self) -> list[tuple]:
         report = self.duplicate
-        best = np.zeros(len(report.cluster), dtype=np.float32)
-        exact = np.zeros(len(report.cluster), dtype=bool)
-        for (a, b), similarity, same in zip(report.pairs, report.similarity, report.exact):
-            best[[a, b]] = np.maximum(best[[a, b]], similarity)
-            exact[[a, b]] |= bool(same)
+        best, twin = _pair_stats(report)
         leaky = np.zeros(report.n_clusters, dtype=bool)
         leaky[report.cluster[report.pairs[report.cross_split, 0]]] = True
         keeper = np.zeros(len(report.cluster), dtype=bool)
@@ -211,10 +207,10 @@ class HealthReport:
         rows = np.flatnonzero(report.cluster >= 0)
         rows = rows[np.lexsort((~keeper[rows], report.cluster[rows]))]  # by cluster, the keeper first
         items = []
-        for r in rows:
+        for r in rows.tolist():
             c = int(report.cluster[r])
             tags = ["keep" if keeper[r] else "drop", report.labels[r] or "", report.splits[r] or ""]
-            tags += ["exact" if exact[r] else f"{best[r]:.3f}"] + (["leaky split"] if leaky[c] else [])
+            tags += ["exact" if r in twin else f"{best[r]:.3f}"] + (["leaky split"] if leaky[c] else [])
             items.append(
                 (f"cluster {c}", int(report.ids[r]), report.paths[r], report.labels[r], report.splits[r],
                  float(best[r]), "keep" if keeper[r] else "drop", " · ".join(t for t in tags if t))
@@ -285,13 +281,15 @@ class HealthReport:
         rows = []
         if self.duplicate is not None:
             d = self.duplicate
-            exact = np.zeros(len(d.cluster), dtype=bool)
-            for (a, b), same in zip(d.pairs, d.exact):
-                exact[[a, b]] |= bool(same)
-            for r in d.removable():
+            best, twin = _pair_stats(d)
+            for r in d.removable().tolist():
                 keeper = d.paths[d.keepers[d.cluster[r]]]
-                kind = "exact duplicate" if exact[r] else "near duplicate"
-                rows.append((d.paths[r], int(d.ids[r]), d.labels[r], d.splits[r], f"{kind} of {keeper}", keeper))
+                reason = (
+                    f"exact duplicate of {d.paths[twin[r]]}"
+                    if r in twin
+                    else f"near duplicate (cosine {best[r]:.3f}) in the cluster of {keeper}"
+                )
+                rows.append((d.paths[r], int(d.ids[r]), d.labels[r], d.splits[r], reason, keeper))
         if self.quality is not None:
             by_path = self._by_path()
             for failure in self.quality.failures:
@@ -355,6 +353,18 @@ class HealthReport:
                 write_atomic(named("relabel.csv"), self.relabel_list().to_csv(index=False, float_format="%.4f"))
             )
         return written
+
+
+def _pair_stats(report: DuplicateReport) -> tuple[np.ndarray, dict[int, int]]:
+    """Per item row: its largest similarity to an image it is paired with (float32, shape (n,)), and its exact
+    twin (another item row with the same pixels) for the rows that have one."""
+    best, twin = np.zeros(len(report.cluster), dtype=np.float32), {}
+    for (a, b), similarity, same in zip(report.pairs.tolist(), report.similarity, report.exact):
+        best[[a, b]] = np.maximum(best[[a, b]], similarity)
+        if same:
+            twin.setdefault(a, b)
+            twin.setdefault(b, a)
+    return best, twin
 
 
 def health_report(bundle: Bundle, issues: tuple[str, ...] | str = ISSUES, *, progress: bool = False) -> HealthReport:
