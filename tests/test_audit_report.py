@@ -187,3 +187,29 @@ def test_unknown_issue_is_refused_with_the_allowed_ones(injected, capsys):
         "unknown --issues colour; choose among label,outlier,duplicate,quality,balance or all"
         in capsys.readouterr().err
     )
+
+
+def test_audit_endpoint_returns_the_summary_and_the_label_gallery(injected):
+    import socket
+
+    from gradio_client import Client
+    from lookalike.app.server import ServeOptions
+    from lookalike.app.ui import serve
+    from lookalike.bundle import Bundle
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = serve(Bundle.load(injected.bundle), ServeOptions(port=port), block=False)
+    try:
+        outputs = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            "label", "(all classes)", 0.5, api_name="/audit"
+        )
+    finally:
+        app.close()
+    note, summary, gallery = outputs[0], outputs[1], outputs[5]
+    assert "judged out of fold" in note
+    assert [row[0] for row in summary["data"]] == list(ISSUES)
+    captions = [item["caption"] for item in gallery]
+    assert any(c.startswith("arthur → cook · ") for c in captions)
+    assert all(" → " in c and float(c.rsplit(" · ", 1)[1]) >= 0.5 for c in captions)

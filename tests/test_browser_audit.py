@@ -37,16 +37,15 @@ def page(bundle_path, small_dataset, tmp_path_factory):
 def test_audit_gallery_shows_thumbnails_and_accepted_decisions_download(page, tmp_path):
     page.get_by_role("button", name="Audit", exact=True).click()
     page.wait_for_selector("text=judged out of fold")
-    gallery = page.locator("[data-testid='gallery'], .gallery").filter(has=page.locator("img")).first
-    gallery.locator("img").first.wait_for()
-    thumbnails = gallery.locator("img")
-    assert thumbnails.count() >= 1
-    assert page.get_by_text("arthur → cook").first.is_visible()  # the flipped label and its suggestion
-    assert page.evaluate("(img) => img.naturalWidth", thumbnails.first.element_handle()) > 0
+    thumbnails = page.locator("img[src*='/gradio_api/file='] >> visible=true")  # the Audit tab's gallery
+    thumbnails.first.wait_for()
+    flipped = page.get_by_text("arthur → cook").first  # the flipped label's caption, with its suggestion
+    flipped.wait_for()
+    assert page.evaluate("(img) => img.complete && img.naturalWidth > 0", thumbnails.first.element_handle())
     page.screenshot(path=str(ARTIFACTS / "audit_gallery.png"), full_page=True)
 
-    thumbnails.first.click()
-    page.wait_for_selector("text=Accept: relabel")
+    flipped.click()
+    page.wait_for_selector("text=Accept: relabel arthur → cook")
     page.get_by_role("button", name="Accept suggestion").click()
     page.locator("text=accepted").first.wait_for()
     download_button = page.get_by_role("button", name="Download decisions (CSV)")
@@ -61,7 +60,7 @@ def test_audit_gallery_shows_thumbnails_and_accepted_decisions_download(page, tm
     assert rows[0]["suggestion"] == "cook" and not rows[0]["file"].startswith("/")
     page.screenshot(path=str(ARTIFACTS / "audit_decision.png"), full_page=True)
 
-    page.get_by_label("Issue type").get_by_text("Duplicates").click()
+    page.get_by_role("radio", name="Duplicates").check()
     page.get_by_text("drop · autogun").first.wait_for()
     assert page.get_by_text("keep · autogun").first.is_visible()
     page.screenshot(path=str(ARTIFACTS / "audit_duplicates.png"), full_page=True)
