@@ -396,15 +396,21 @@ def _audit_view(registry: BundleRegistry, files: ServedFiles, session: gr.State)
     note = gr.Markdown()
     summary_table = gr.Dataframe(headers=["issue", "flagged", "detail"], label="Summary", interactive=False, wrap=True)
     shown_note = gr.Markdown()
-    items = gr.Gallery(label="Images", columns=8, height=460, object_fit="contain", allow_preview=False)
+    items = gr.Gallery(
+        label="Images", columns=8, height=460, object_fit="contain", allow_preview=False, fit_columns=False
+    )
     caption = gr.Markdown()
     with gr.Row():
         accept = gr.Button("Accept suggestion", variant="primary", size="sm")
         dismiss = gr.Button("Dismiss", size="sm")
         download = gr.DownloadButton("Download decisions (CSV)", interactive=False, size="sm")
     with gr.Row():
-        labelled = gr.Gallery(label="Its labelled class", columns=3, height=200, object_fit="contain")
-        suggested = gr.Gallery(label="The suggested class", columns=3, height=200, object_fit="contain")
+        labelled = gr.Gallery(
+            label="Its labelled class", columns=3, height=200, object_fit="contain", fit_columns=False
+        )
+        suggested = gr.Gallery(
+            label="The suggested class", columns=3, height=200, object_fit="contain", fit_columns=False
+        )
     decisions = gr.Dataframe(
         headers=list(audit_view.DECISION_COLUMNS), label="Your decisions (this session only)", interactive=False
     )
@@ -414,7 +420,9 @@ def _audit_view(registry: BundleRegistry, files: ServedFiles, session: gr.State)
             interactive=False,
         )
         cell_caption = gr.Markdown()
-        cell_images = gr.Gallery(label="Images behind the selected cell", columns=8, height=220, object_fit="contain")
+        cell_images = gr.Gallery(
+            label="Images behind the selected cell", columns=8, height=220, object_fit="contain", fit_columns=False
+        )
         balance = gr.Plot(label="Class balance")
     state = gr.State()
     filters = [issue, label, min_score]
