@@ -47,7 +47,7 @@ def test_audit_gallery_shows_thumbnails_and_accepted_decisions_download(page, tm
     flipped.click()
     page.wait_for_selector("text=Accept: relabel arthur → cook")
     page.get_by_role("button", name="Accept suggestion").click()
-    page.locator("text=accepted").first.wait_for()
+    page.locator("text=accepted >> visible=true").first.wait_for()  # Gradio also keeps a hidden copy of each cell
     download_button = page.get_by_role("button", name="Download decisions (CSV)")
     page.wait_for_function("(b) => !b.disabled", arg=download_button.element_handle())
     with page.expect_download() as info:
