@@ -23,7 +23,7 @@ examples:
   lookalike split photos/ fewshot/ --per-class 6  few-shot train/ + test/ split
   lookalike compare a.bundle b.bundle             table and bar chart of evaluated bundles
   lookalike map my.bundle --out map.html --query query.png
-  lookalike audit my.bundle --top 20 --csv audit.csv
+  lookalike audit my.bundle --csv out/audit.csv    every check: CSV, JSON, fix lists, out/audit.html
   lookalike serve my.bundle --port 7860
   lookalike add my.bundle new_photos/             embed more images into the index, no retraining
   lookalike remove my.bundle 17 42 old_photos/    by id or path
@@ -307,13 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     audit = commands.add_parser(
-        "audit", help="data health: label errors, outliers, duplicates, image quality, class balance"
+        "audit",
+        help="data health: label errors, outliers, duplicates, image quality, class balance",
+        description="Check a bundle's images: suspected label errors (out of fold), outliers, exact and near "
+        "duplicates (and leaky splits), image-quality issues and class balance. Prints a table per check and a "
+        "summary; --csv writes every table as CSV and JSON, the fix lists (files to drop, suggested labels) and "
+        "an HTML report with thumbnails. Nothing ever changes, moves or deletes your files.",
     )
     audit.set_defaults(handler=_audit)
     audit.add_argument("bundle", metavar="BUNDLE", type=Path)
     audit.add_argument(
         "--issues",
-        default="label",
+        default="all",
         help="comma-separated checks among label,outlier,duplicate,quality,balance, or all (default %(default)s)",
     )
     audit.add_argument("--top", type=int, default=20, help="how many rows of each table to print (default %(default)s)")
@@ -321,7 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--csv",
         type=Path,
         metavar="FILE",
-        help="write the label audit of every image to FILE; other checks go to FILE's folder as <stem>-<issue>.csv",
+        help="write the label audit to FILE (e.g. audit.csv) and beside it, sharing its stem: audit-<issue>.csv "
+        "and audit-<issue>.json per check, audit-drop.csv (duplicates that are not their cluster's keeper, "
+        "unreadable files), audit-relabel.csv (label suspects and suggested labels) and audit.html",
+    )
+    audit.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write the self-contained HTML report (thumbnails embedded, works offline) to FILE "
+        "(default with --csv: beside it, as <stem>.html)",
     )
 
     duplicates = commands.add_parser(
@@ -540,80 +554,68 @@ def _map(args: argparse.Namespace) -> int:
     return 0
 
 
-def _issues(value: str) -> list[str]:
-    from lookalike.bundle.health import ISSUES
-
-    chosen = list(ISSUES) if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in chosen if v not in ISSUES]
-    if unknown:
-        raise ValueError(f"unknown --issues {', '.join(unknown)}; choose among {','.join(ISSUES)} or all")
-    return chosen
-
-
-def _write_csv(table, args: argparse.Namespace, issue: str) -> None:
-    if args.csv:
-        path = args.csv if issue == "label" else args.csv.with_name(f"{args.csv.stem}-{issue}.csv")
-        table.to_csv(path, index=False, float_format="%.4f")
-        print(f"{issue}: {len(table)} rows written to {path}")
-
-
 def _audit(args: argparse.Namespace) -> int:
-    from lookalike.bundle import Bundle, audit_bundle
-    from lookalike.bundle import health
+    from lookalike.app.audit_report import write_report
+    from lookalike.bundle import Bundle
+    from lookalike.bundle.health_report import health_report, parse_issues
 
     try:
-        issues = _issues(args.issues)
+        issues = parse_issues(args.issues)
     except ValueError as error:
         print(f"lookalike: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     bundle = Bundle.load(args.bundle)
     print(f"audit of {len(bundle.index)} images of {args.bundle}: {', '.join(issues)}")
-    if "label" in issues:
-        result, features = audit_bundle(bundle, progress=True)
-        table = result.to_frame(features)
-        shown = table.head(args.top)[
-            ["suspicion", "margin", "label", "knn_predicted", "softmax_predicted", "outlier", "path"]
-        ].rename(columns={"knn_predicted": "k-NN says", "softmax_predicted": "softmax says"})
+    report = health_report(bundle, issues, progress=True)
+    tables, floats = report.tables(), "{:.3f}".format
+    if report.label is not None:
+        shown = (
+            tables["label"]
+            .head(args.top)[
+                ["suspicion", "margin", "label", "suggested", "knn_predicted", "softmax_predicted", "outlier", "path"]
+            ]
+            .rename(columns={"knn_predicted": "k-NN says", "softmax_predicted": "softmax says"})
+        )
         shown.insert(0, "rank", range(1, len(shown) + 1))
         print("\n== suspected label errors (out of fold, frozen ImageNet features)")
-        print(shown.to_string(index=False, float_format="{:.3f}".format))
-        print(
-            f"{int(result.outlier.sum())} outliers (distance to the nearest centroid > {result.outlier_threshold:.3f})"
-        )
+        print(shown.to_string(index=False, float_format=floats))
         print("loosest classes (mean cosine distance to their centroid):")
-        for name, spread in list(result.class_spread().items())[:5]:
+        for name, spread in list(report.label.class_spread().items())[:5]:
             print(f"  {name:<24} {spread:.3f}")
-        _write_csv(table, args, "label")
-    if "outlier" in issues:
-        report = health.bundle_outliers(bundle, progress=True)
+    if report.outlier is not None:
+        outlier = report.outlier
         print(
-            f"\n== outliers: {int(report.class_outlier.sum())} far from their class, {int(report.far_from_all.sum())} far from every class"
+            f"\n== outliers: {int(outlier.class_outlier.sum())} far from their class, "
+            f"{int(outlier.far_from_all.sum())} far from every class; the least typical image of each class:"
         )
-        print(report.least_typical(1).head(args.top).to_string(index=False, float_format="{:.3f}".format))
-        _write_csv(report.to_frame(), args, "outlier")
-    if "duplicate" in issues:
-        report = health.bundle_duplicates(bundle, progress=True)
-        _write_csv(_print_duplicates(report, args.top), args, "duplicate")
-    if "quality" in issues:
-        report = health.bundle_quality(bundle)
-        print("\n== image quality: " + ", ".join(f"{issue} {n}" for issue, n in report.summary().items()))
-        flagged = report.issues_frame()
+        print(outlier.least_typical(1).head(args.top).to_string(index=False, float_format=floats))
+    if report.duplicate is not None:
+        _print_duplicates(report.duplicate, args.top)
+    if report.quality is not None:
+        flagged = report.quality.issues_frame()
+        print("\n== image quality: " + ", ".join(f"{issue} {n}" for issue, n in report.quality.summary().items()))
         if len(flagged):
             print(flagged.head(args.top).to_string(index=False))
-        _write_csv(report.to_frame(), args, "quality")
-    if "balance" in issues:
-        report = health.bundle_balance(bundle)
-        small = report.too_small()
+    if report.balance is not None:
+        small = report.balance.too_small()
         print(
-            f"\n== class balance: imbalance {report.imbalance():.1f}; "
+            f"\n== class balance: imbalance {report.balance.imbalance():.1f}; "
             + (
                 f"too small for the few-shot protocol: {', '.join(small)}"
                 if small
                 else "every class has enough train images"
             )
         )
-        print(report.to_frame().head(args.top).to_string(index=False))
-        _write_csv(report.to_frame(), args, "balance")
+        print(tables["balance"].head(args.top).to_string(index=False, float_format=floats))
+    print("\n== summary")
+    print(report.summary().to_string(index=False))
+    print("time: " + ", ".join(f"{issue} {seconds:.1f} s" for issue, seconds in report.seconds.items()))
+    written = report.write(args.csv) if args.csv else []
+    html = args.html or (args.csv.with_suffix(".html") if args.csv else None)
+    if html:
+        written.append(write_report(report, bundle, html))
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 

@@ -15,14 +15,14 @@ from urllib.parse import quote
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 
-from ..bundle import Bundle, BundleError, QueryResult, audit_bundle, evaluate
+from ..bundle import Bundle, BundleError, QueryResult, evaluate
 from ..data import DatasetError, ImageDecodeError, load_folder
 from ..data.archive import ArchiveError, extract_dataset_zip
 from ..embedder.config import EmbedderConfig
 from ..index.evaluation import CLASSIFIERS
 from ..index.projection import MapConfig
+from . import audit_view
 from .map_page import cached_page, query_fragment
 from .maps import place_image
 from .report import CLASSIFIER_TITLES, confusion_figure, curves_figure
@@ -338,93 +338,139 @@ def _map_view(registry: BundleRegistry, files: ServedFiles, session: gr.State, t
 
 
 def _audit_view(registry: BundleRegistry, files: ServedFiles, session: gr.State) -> None:
-    def examples(bundle: Bundle, code: int, n: int = 6) -> list[tuple]:
-        rows = np.flatnonzero(bundle.index.labels == code)[:n]
+    reports = audit_view.ReportCache()
+
+    def examples(bundle: Bundle, label: str, n: int = 6) -> list[tuple]:
+        rows = np.flatnonzero(bundle.index.labels == bundle.class_names.index(label))[:n]
         return files.gallery(bundle, [bundle.index.hit(int(i), 1.0) for i in rows])
 
-    def run(top: float, key: str | None):
-        bundle = registry.get(key)
-        result, features = audit_bundle(bundle)
-        records, names = bundle.index.records, result.class_names
-        knn = result.predicted("knn")
-        ranked = result.ranking()[: int(top)]
-        frame = result.to_frame(features).head(int(top))
-        table = pd.DataFrame(
-            {
-                "id": frame["id"],
-                "suspicion": frame["suspicion"].round(3),
-                "margin": frame["margin"].round(3),
-                "label": frame["label"],
-                "k-NN says": frame["knn_predicted"],
-                "outlier": frame["outlier"].map({True: "yes", False: ""}),
-                "file": [Path(p).name for p in frame["path"]],
-            }
-        )
-        confusion = result.confusion("knn")
-        spread = [[name, round(value, 3)] for name, value in list(result.class_spread().items())[:10]]
-        note = (
-            f"{len(records)} images judged out of fold on frozen ImageNet features; {int(result.outlier.sum())} outliers. "
-            "Suspicion is the mean out-of-fold probability (softmax, k-NN, centroid) that the label is wrong. "
-            "Select a row to compare."
-        )
-        state = {"key": key, "knn": knn.tolist(), "labels": result.labels.tolist(), "ranked": ranked.tolist()}
-        confusion_table = pd.DataFrame(confusion, columns=list(names))
-        confusion_table.insert(0, "label", list(names))
-        return note, table, spread, confusion_table, state
-
-    def show_row(state, event: gr.SelectData):
-        if not state:
-            return "", None, [], []
+    def show(issue: str, label: str | None, min_score: float, state: dict | None):
         bundle = registry.get(state["key"])
-        row = state["ranked"][event.index[0]]
-        hit, names = bundle.index.hit(row, 1.0), bundle.class_names
-        predicted = state["knn"][row]
-        caption = f"**{hit.path.name}**, labelled **{hit.label}**; its neighbors say **{names[predicted]}**"
+        items = audit_view.filter_items(reports.get(bundle), issue, label=label, min_score=float(min_score))
+        entries, shown = audit_view.gallery(files, bundle, items)
+        note = f"{len(shown)} images shown" + (
+            " (the first ones; the CSV of `lookalike audit` has all)" if len(shown) == audit_view.MAX_GALLERY else ""
+        )
+        return entries, note, state | {"shown": shown, "selected": None}, "", [], []
+
+    def run(issue: str, label: str | None, min_score: float, key: str | None, state: dict | None):
+        bundle = registry.get(key)
+        report = reports.get(bundle)
+        state = {"key": key, "decisions": (state or {}).get("decisions")}
+        note = (
+            f"{len(report.ids)} images judged out of fold on frozen ImageNet features, checked for duplicates, "
+            "outliers, image quality and class balance. Pick an issue type and filter; select an image to accept "
+            "or dismiss its suggestion."
+        )
+        summary_table = report.summary()
+        return (note, summary_table, audit_view.confusion_frame(report), audit_view.balance_figure(report),
+                gr.update(choices=[audit_view.ALL_CLASSES, *bundle.class_names]), *show(issue, label, min_score, state))  # fmt: skip
+
+    def select(state: dict | None, event: gr.SelectData):
+        if not state or not state.get("shown"):
+            return state, "", [], []
+        item = state["shown"][event.index]
+        bundle = registry.get(state["key"])
+        compare = item["issue"] == "label"
         return (
-            caption,
-            files.thumbnail(bundle, hit.id),
-            examples(bundle, names.index(hit.label)),
-            examples(bundle, predicted),
+            state | {"selected": item},
+            audit_view.describe(item),
+            examples(bundle, item["label"]) if compare else [],
+            examples(bundle, item["suggestion"]) if compare else [],
         )
 
-    def show_cell(state, event: gr.SelectData):
+    def decide(decision: str):
+        def record(state: dict | None):
+            if not state or not state.get("selected"):
+                raise gr.Error("Select an image of the gallery first.")
+            decisions = audit_view.decide(state.get("decisions"), state["selected"], decision)
+            path = audit_view.write_decisions(files, decisions)
+            return (
+                state | {"decisions": decisions},
+                audit_view.decisions_table(decisions),
+                gr.update(value=str(path), interactive=True),
+            )
+
+        return record
+
+    def show_cell(state: dict | None, event: gr.SelectData):
         row, column = event.index
         if column == 0 or not state:
             return "", []
-        true, predicted = row, column - 1
-        rows = [i for i, (t, p) in enumerate(zip(state["labels"], state["knn"])) if t == true and p == predicted]
         bundle = registry.get(state["key"])
-        names = bundle.class_names
-        hits = [bundle.index.hit(i, 1.0) for i in rows[:24]]
+        report = reports.get(bundle)
+        names, audit = bundle.class_names, report.label
+        rows = np.flatnonzero((audit.labels == row) & (audit.predicted("knn") == column - 1))
+        hits = [bundle.index.hit(int(i), 1.0) for i in rows[:24]]
         return (
-            f"{len(rows)} images labelled **{names[true]}** that the k-NN vote calls **{names[predicted]}**",
+            f"{len(rows)} images labelled **{names[row]}** that the k-NN vote calls **{names[column - 1]}**",
             files.gallery(bundle, hits),
         )
 
     with gr.Row():
-        top = gr.Number(value=30, precision=0, minimum=1, label="Suspects to list")
-        button = gr.Button("Audit", variant="primary")
+        button = gr.Button("Audit", variant="primary", scale=0, min_width=120)
+        issue = gr.Radio(audit_view.ISSUE_CHOICES, value="label", label="Issue type", scale=3)
+        label = gr.Dropdown(
+            [audit_view.ALL_CLASSES, *registry.default.class_names],
+            value=audit_view.ALL_CLASSES,
+            label="Class",
+            scale=2,
+        )
+        min_score = gr.Slider(
+            0, 1, value=audit_view.DEFAULT_MIN_SCORE["label"], step=0.05, label="Minimum score", scale=2
+        )
     note = gr.Markdown()
-    table = gr.Dataframe(
-        headers=["id", "suspicion", "margin", "label", "k-NN says", "outlier", "file"],
-        label="Suspected label errors and outliers",
-        interactive=False,
+    summary_table = gr.Dataframe(headers=["issue", "flagged", "detail"], label="Summary", interactive=False, wrap=True)
+    shown_note = gr.Markdown()
+    items = gr.Gallery(
+        label="Images", columns=8, height=460, object_fit="contain", allow_preview=False, fit_columns=False
     )
     caption = gr.Markdown()
     with gr.Row():
-        suspect = gr.Image(label="Selected image", interactive=False, height=220)
-        labelled = gr.Gallery(label="Its labelled class", columns=3, height=220, object_fit="contain")
-        predicted = gr.Gallery(label="The class its neighbors say", columns=3, height=220, object_fit="contain")
-    spread = gr.Dataframe(headers=["class", "mean distance to centroid"], label="Loosest classes", interactive=False)
-    confusion = gr.Dataframe(
-        label="Out-of-fold k-NN confusion (rows: label, columns: prediction); select a cell", interactive=False
+        accept = gr.Button("Accept suggestion", variant="primary", size="sm")
+        dismiss = gr.Button("Dismiss", size="sm")
+        download = gr.DownloadButton("Download decisions (CSV)", interactive=False, size="sm")
+    with gr.Row():
+        labelled = gr.Gallery(
+            label="Its labelled class", columns=3, height=200, object_fit="contain", fit_columns=False
+        )
+        suggested = gr.Gallery(
+            label="The suggested class", columns=3, height=200, object_fit="contain", fit_columns=False
+        )
+    decisions = gr.Dataframe(
+        headers=list(audit_view.DECISION_COLUMNS), label="Your decisions (this session only)", interactive=False
     )
-    cell_caption = gr.Markdown()
-    cell_images = gr.Gallery(label="Images behind the selected cell", columns=8, height=220, object_fit="contain")
+    with gr.Accordion("Out-of-fold confusion and class balance", open=False):
+        confusion = gr.Dataframe(
+            label="Out-of-fold k-NN confusion (rows: label, columns: prediction; colour: share of the row); select a cell",
+            interactive=False,
+        )
+        cell_caption = gr.Markdown()
+        cell_images = gr.Gallery(
+            label="Images behind the selected cell", columns=8, height=220, object_fit="contain", fit_columns=False
+        )
+        balance = gr.Plot(label="Class balance")
     state = gr.State()
-    button.click(run, inputs=[top, session], outputs=[note, table, spread, confusion, state], api_name="audit")
-    table.select(show_row, inputs=state, outputs=[caption, suspect, labelled, predicted])
-    confusion.select(show_cell, inputs=state, outputs=[cell_caption, cell_images])
+    filters = [issue, label, min_score]
+    gallery_outputs = [items, shown_note, state, caption, labelled, suggested]
+    button.click(
+        run,
+        inputs=[*filters, session, state],
+        outputs=[note, summary_table, confusion, balance, label, *gallery_outputs],
+        api_name="audit",
+    )
+    issue.change(lambda value: audit_view.DEFAULT_MIN_SCORE[value], inputs=issue, outputs=min_score, api_name=False)
+    for control in filters:
+        control.change(
+            lambda *args: show(*args) if args[-1] else ([], "", args[-1], "", [], []),
+            inputs=[*filters, state],
+            outputs=gallery_outputs,
+            api_name=False,
+        )
+    items.select(select, inputs=state, outputs=[state, caption, labelled, suggested], api_name=False)
+    accept.click(decide("accepted"), inputs=state, outputs=[state, decisions, download], api_name="audit_accept")
+    dismiss.click(decide("dismissed"), inputs=state, outputs=[state, decisions, download], api_name="audit_dismiss")
+    confusion.select(show_cell, inputs=state, outputs=[cell_caption, cell_images], api_name=False)
 
 
 def build_app(bundle: Bundle, options: ServeOptions = ServeOptions(), *, served_root: Path | None = None) -> gr.Blocks:

@@ -22,6 +22,8 @@ _LAZY = {
     "evaluate": ".evaluation",
     "audit_bundle": ".audit",
     "imagenet_features": ".audit",
+    "HealthReport": ".health_report",
+    "health_report": ".health_report",
 }
 
 __all__ = list(_LAZY)

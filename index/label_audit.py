@@ -77,6 +77,18 @@ class Audit:
         """Out-of-fold predicted class of each image (int64, shape (n,)) by ``classifier``."""
         return np.argmax(self.probabilities[classifier], axis=1)
 
+    def suggested(self) -> np.ndarray:
+        """Suggested class of each image: the largest mean out-of-fold probability of the three classifiers (the
+        same mean as :attr:`suspicion`); int64 ndarray of shape (n,). Equal to the label when the label wins."""
+        return np.argmax(np.mean(list(self.probabilities.values()), axis=0), axis=1).astype(np.int64)
+
+    def suspects(self, min_suspicion: float = 0.5) -> np.ndarray:
+        """Rows whose suggested class differs from their label with a suspicion of at least ``min_suspicion``
+        (default: more likely wrong than right), most suspicious first: int64 ndarray."""
+        order = self.ranking()
+        keep = (self.suspicion[order] >= min_suspicion) & (self.suggested()[order] != self.labels[order])
+        return order[keep]
+
     def ranking(self) -> np.ndarray:
         """Rows, most suspicious first (ties broken by the smaller margin): int64 ndarray of shape (n,)."""
         return np.lexsort((self.margin, -self.suspicion))
@@ -92,7 +104,7 @@ class Audit:
         Returns
         -------
         pandas.DataFrame
-            Columns ``id, path, label, suspicion, margin, own_distance, other_distance, nearest_other,
+            Columns ``id, path, label, suggested, suspicion, margin, own_distance, other_distance, nearest_other,
             knn_predicted, softmax_predicted, centroid_predicted, outlier``.
         """
         import pandas as pd
@@ -103,6 +115,7 @@ class Audit:
                 "id": index.ids[order],
                 "path": [str(index.records[i].path) for i in order],
                 "label": names[self.labels[order]],
+                "suggested": names[self.suggested()[order]],
                 "suspicion": self.suspicion[order],
                 "margin": self.margin[order],
                 "own_distance": self.own_distance[order],
