@@ -6,9 +6,9 @@ each query), never by comparing all pairs in Python:
 
 - ``method="exact"``: an ``IndexFlatIP`` queried in batches (one BLAS matrix product per batch); the answer
   is exact and the work grows as n^2 d, which is fine up to :data:`EXACT_LIMIT` vectors;
-- ``method="ivf"``: an ``IVFFlat`` index over about sqrt(n) k-means cells, ``nprobe`` of them visited per
+- ``method="ivf"``: an ``IVFFlat`` index over about 2 sqrt(n) k-means cells, ``nprobe`` of them visited per
   query (Jegou et al., 2011); near duplicates are so close that they almost always share a cell, and the work
-  grows as n^2 d nprobe / sqrt(n) (measured against exact search in ``benchmarks/data_health``);
+  grows as n^1.5 d (measured against exact search in ``benchmarks/data_health``);
 - or the caller's own index (``index=``, e.g. a bundle's HNSW or IVF index), which already holds the vectors.
 
 **Verification.** With pixel thumbnails (``thumbnails=``, from :func:`lookalike.data.hashing.hash_files`), the
@@ -87,9 +87,11 @@ def _own_index(vectors: np.ndarray, method: str, nprobe: int, seed: int) -> fais
     if method == "exact":
         index = faiss.IndexFlatIP(d)
     else:
-        nlist = max(1, round(math.sqrt(n)))
+        # About 2 sqrt(n) cells with nprobe 4 balances the coarse assignment (nlist inner products per query)
+        # against the scan (nprobe n / nlist); 40 training points per cell keep k-means short.
+        nlist = max(1, round(2 * math.sqrt(n)))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False)
+        sample = np.random.default_rng(seed).choice(n, min(n, 40 * nlist), replace=False)
         index.cp.seed = seed
         index.train(vectors[np.sort(sample)])
         index.nprobe = min(nprobe, nlist)
@@ -104,7 +106,7 @@ def find_near_duplicates(
     *,
     index: faiss.Index | None = None,
     method: str = "auto",
-    nprobe: int = 8,
+    nprobe: int = 4,
     batch_size: int = 4096,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -435,7 +437,7 @@ def find_duplicates(
     sizes: np.ndarray | None = None,
     index: faiss.Index | None = None,
     method: str = "auto",
-    nprobe: int = 8,
+    nprobe: int = 4,
     thumbnails: np.ndarray | None = None,
     max_pixel_difference: float = MAX_LOCAL_DIFFERENCE,
 ) -> DuplicateReport:
