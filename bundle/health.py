@@ -62,8 +62,9 @@ def bundle_pixels(bundle: Bundle) -> FileHashes:
     folder = bundle.path / AUDIT_DIR if bundle.path else None
     if folder is not None and (folder / "pixels.json").is_file() and (folder / "thumbnails.npy").is_file():
         stored = json.loads((folder / "pixels.json").read_text())
-        if stored.get("key") == key:
-            thumbnails = np.load(folder / "thumbnails.npy", allow_pickle=False)
+        thumbnails = np.load(folder / "thumbnails.npy", allow_pickle=False) if stored.get("key") == key else None
+        # The two files are written one after the other: use them only when they agree.
+        if thumbnails is not None and thumbnails.shape == (len(paths), THUMBNAIL_SIZE, THUMBNAIL_SIZE):
             return FileHashes(
                 tuple(paths),
                 tuple(stored["hashes"]),
