@@ -347,7 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold",
         type=float,
         default=None,
-        help="cosine similarity of frozen ImageNet features from which two images are near duplicates (default 0.92)",
+        help="cosine similarity of frozen ImageNet features from which two images are near-duplicate candidates, "
+        "each then verified on its pixels (default 0.8; with --no-verify use about 0.92)",
+    )
+    duplicates.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="report every candidate above the threshold without comparing the images' pixel thumbnails",
     )
     duplicates.add_argument("--csv", type=Path, metavar="FILE", help="write one row per pair to this CSV file")
     duplicates.add_argument(
@@ -622,8 +628,10 @@ def _audit(args: argparse.Namespace) -> int:
 def _print_duplicates(report, top: int):
     """Print the summary and the first ``top`` pairs of a duplicate report; returns its table."""
     table = report.to_frame()
+    verified = "" if report.max_pixel_difference is None else ", verified on pixels"
     print(
-        f"\n== duplicates (cosine >= {report.threshold:.2f}): {len(report)} pairs, {int(report.exact.sum())} exact, "
+        f"\n== duplicates (cosine >= {report.threshold:.2f}{verified}): {len(report)} pairs, "
+        f"{int(report.exact.sum())} exact, "
         f"{int(report.cross_split.sum())} across splits (leaky), {report.n_clusters} clusters"
     )
     if len(table):
@@ -638,14 +646,16 @@ def _print_duplicates(report, top: int):
 def _duplicates(args: argparse.Namespace) -> int:
     from lookalike.bundle import Bundle
     from lookalike.bundle import health
-    from lookalike.index.duplicates import DEFAULT_THRESHOLD
+    from lookalike.index.duplicates import CANDIDATE_THRESHOLD, DEFAULT_THRESHOLD
 
     bundle = Bundle.load(args.bundle)
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    default = DEFAULT_THRESHOLD if args.no_verify else CANDIDATE_THRESHOLD
+    threshold = default if args.threshold is None else args.threshold
+    options = {"threshold": threshold, "verify": not args.no_verify, "progress": True}
     if args.query:
-        report = health.new_file_duplicates(bundle, args.query, threshold=threshold, progress=True)
+        report = health.new_file_duplicates(bundle, args.query, **options)
     else:
-        report = health.bundle_duplicates(bundle, threshold=threshold, progress=True)
+        report = health.bundle_duplicates(bundle, **options)
     _print_duplicates(report, args.top)
     if args.csv:
         report.to_csv(args.csv)

@@ -6,13 +6,18 @@ each query), never by comparing all pairs in Python:
 
 - ``method="exact"``: an ``IndexFlatIP`` queried in batches (one BLAS matrix product per batch); the answer
   is exact and the work grows as n^2 d, which is fine up to :data:`EXACT_LIMIT` vectors;
-- ``method="ivf"``: an ``IVFFlat`` index over about sqrt(n) k-means cells, ``nprobe`` of them visited per
+- ``method="ivf"``: an ``IVFFlat`` index over about 2 sqrt(n) k-means cells, ``nprobe`` of them visited per
   query (Jegou et al., 2011); near duplicates are so close that they almost always share a cell, and the work
-  grows as n^2 d nprobe / sqrt(n) (measured against exact search in ``benchmarks/data_health``);
+  grows as n^1.5 d (measured against exact search in ``benchmarks/data_health``);
 - or the caller's own index (``index=``, e.g. a bundle's HNSW or IVF index), which already holds the vectors.
 
+**Verification.** With pixel thumbnails (``thumbnails=``, from :func:`lookalike.data.hashing.hash_files`), the
+range search only proposes candidates, at a lower threshold (:data:`CANDIDATE_THRESHOLD`), and each candidate
+pair is kept only when its thumbnails agree after alignment (:func:`lookalike.index.verify.verify_pairs`):
+frames of one animation are close in every embedding space, but differ locally in their pixels.
+
 **Exact duplicates** are images with the same decoded pixels (:func:`lookalike.data.hashing.hash_files`);
-their pair is marked ``exact`` whether or not their embeddings were compared.
+their pair is marked ``exact`` whether or not their embeddings were compared, and needs no verification.
 
 Pairs form an undirected graph whose connected components (``scipy.sparse.csgraph``) are the **clusters**.
 Each cluster's suggested **keeper** is its image with the most pixels (when sizes are known), then the most
@@ -39,13 +44,18 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .verify import MAX_LOCAL_DIFFERENCE, verify_pairs
+
 if TYPE_CHECKING:
     from .search import EmbeddingIndex
 
 logger = logging.getLogger(__name__)
 
-#: Cosine similarity above which two frozen-feature embeddings are near duplicates (see benchmarks/data_health).
+#: Cosine similarity above which two frozen-feature embeddings are near duplicates without pixel verification.
 DEFAULT_THRESHOLD = 0.92
+#: Cosine similarity of frozen features above which a pair is a candidate for pixel verification (see
+#: benchmarks/data_health: every injected copy of both shared datasets lies above it).
+CANDIDATE_THRESHOLD = 0.8
 #: ``method="auto"`` searches exactly up to this many vectors and with IVF above.
 EXACT_LIMIT = 50_000
 METHODS = ("auto", "exact", "ivf")
@@ -77,9 +87,11 @@ def _own_index(vectors: np.ndarray, method: str, nprobe: int, seed: int) -> fais
     if method == "exact":
         index = faiss.IndexFlatIP(d)
     else:
-        nlist = max(1, round(math.sqrt(n)))
+        # About 2 sqrt(n) cells with nprobe 4 balances the coarse assignment (nlist inner products per query)
+        # against the scan (nprobe n / nlist); 40 training points per cell keep k-means short.
+        nlist = max(1, round(2 * math.sqrt(n)))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False)
+        sample = np.random.default_rng(seed).choice(n, min(n, 40 * nlist), replace=False)
         index.cp.seed = seed
         index.train(vectors[np.sort(sample)])
         index.nprobe = min(nprobe, nlist)
@@ -94,7 +106,7 @@ def find_near_duplicates(
     *,
     index: faiss.Index | None = None,
     method: str = "auto",
-    nprobe: int = 8,
+    nprobe: int = 4,
     batch_size: int = 4096,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +267,11 @@ class DuplicateReport:
     paths, labels, splits : tuple of (str or None), length n
     threshold : float
         The similarity threshold used.
+    pixel_difference : float32 ndarray of shape (m,), optional
+        With pixel verification: the pair's local difference (:func:`lookalike.index.verify.verify_pairs`),
+        at most ``max_pixel_difference``; 0 for an exact pair.
+    max_pixel_difference : float, optional
+        The verification threshold used; None without verification.
     """
 
     pairs: np.ndarray
@@ -268,6 +285,8 @@ class DuplicateReport:
     labels: tuple
     splits: tuple
     threshold: float
+    pixel_difference: np.ndarray | None = None
+    max_pixel_difference: float | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -283,13 +302,14 @@ class DuplicateReport:
 
     def to_frame(self):
         """One row per pair: ``path_a, path_b, similarity, exact, cross_split, id_a, id_b, label_a, label_b,
-        split_a, split_b, cluster, keeper`` (the keeper's path). A pandas DataFrame, most similar first."""
+        split_a, split_b, cluster, keeper`` (the keeper's path), and ``pixel_difference`` when the pairs were
+        verified on pixels. A pandas DataFrame, most similar first."""
         import pandas as pd
 
         a, b = self.pairs[:, 0], self.pairs[:, 1]
         cluster = self.cluster[a]
-        column = lambda values, rows: [values[r] for r in rows]  # noqa: E731
-        return pd.DataFrame(
+        column = lambda values, rows: [values[r] for r in rows]
+        frame = pd.DataFrame(
             {
                 "path_a": column(self.paths, a),
                 "path_b": column(self.paths, b),
@@ -306,6 +326,9 @@ class DuplicateReport:
                 "keeper": column(self.paths, self.keepers[cluster]),
             }
         )
+        if self.pixel_difference is not None:
+            frame["pixel_difference"] = self.pixel_difference
+        return frame
 
     def clusters_frame(self):
         """One row per clustered image: ``cluster, size, path, id, label, split, keeper`` (bool). A pandas DataFrame."""
@@ -354,9 +377,12 @@ def _report(
     hashes: Sequence[str | None] | None,
     sizes: np.ndarray | None,
     threshold: float,
-    keep: np.ndarray | None = None,
+    keep=None,
+    thumbnails: np.ndarray | None = None,
+    max_pixel_difference: float = MAX_LOCAL_DIFFERENCE,
 ) -> DuplicateReport:
-    """Add the pairs of equal hashes, flag exact and cross-split pairs, cluster; ``keep`` filters pairs by row."""
+    """Add the pairs of equal hashes, verify the others on ``thumbnails`` (if given), flag exact and cross-split
+    pairs, cluster; ``keep`` filters pairs by row."""
     n = len(vectors)
     paths, labels, splits = (_metadata(v, n, k) for v, k in ((paths, "paths"), (labels, "labels"), (splits, "splits")))
     hashes = _metadata(hashes, n, "hashes")
@@ -369,8 +395,17 @@ def _report(
     if keep is not None:
         kept = keep(pairs)
         pairs, similarity = pairs[kept], similarity[kept]
+    exact = np.array([hashes[i] is not None and hashes[i] == hashes[j] for i, j in pairs], dtype=bool).reshape(-1)
+    difference = None
+    if thumbnails is not None:
+        difference = np.zeros(len(pairs), dtype=np.float32)
+        verified, _, difference[~exact] = verify_pairs(
+            thumbnails, pairs[~exact], max_local_difference=max_pixel_difference
+        )
+        kept = exact.copy()
+        kept[~exact] = verified
+        pairs, similarity, exact, difference = pairs[kept], similarity[kept], exact[kept], difference[kept]
     a, b = pairs[:, 0], pairs[:, 1]
-    exact = np.array([hashes[i] is not None and hashes[i] == hashes[j] for i, j in pairs], dtype=bool)
     cross_split = np.array(
         [splits[i] is not None and splits[j] is not None and splits[i] != splits[j] for i, j in pairs], dtype=bool
     )
@@ -385,7 +420,8 @@ def _report(
     return DuplicateReport(
         pairs=pairs.reshape(-1, 2), similarity=similarity.astype(np.float32), exact=exact.reshape(len(a)),
         cross_split=cross_split.reshape(len(b)), cluster=cluster, keepers=keepers, ids=np.asarray(ids, np.int64),
-        paths=paths, labels=labels, splits=splits, threshold=float(threshold),
+        paths=paths, labels=labels, splits=splits, threshold=float(threshold), pixel_difference=difference,
+        max_pixel_difference=None if thumbnails is None else float(max_pixel_difference),
     )  # fmt: skip
 
 
@@ -401,7 +437,9 @@ def find_duplicates(
     sizes: np.ndarray | None = None,
     index: faiss.Index | None = None,
     method: str = "auto",
-    nprobe: int = 8,
+    nprobe: int = 4,
+    thumbnails: np.ndarray | None = None,
+    max_pixel_difference: float = MAX_LOCAL_DIFFERENCE,
 ) -> DuplicateReport:
     """Exact and near duplicates among ``n`` images, as pairs and clusters.
 
@@ -421,11 +459,22 @@ def find_duplicates(
         Native ``(width, height)`` (:attr:`~lookalike.data.hashing.FileHashes.sizes`), for the keeper.
     index, method, nprobe
         How to search, see :func:`find_near_duplicates`.
+    thumbnails : uint8 ndarray of shape (n, side, side), optional
+        Pixel thumbnails (:attr:`lookalike.data.hashing.FileHashes.thumbnails`): verify every non-exact pair on
+        them (:func:`lookalike.index.verify.verify_pairs`) and keep only the verified ones; then ``threshold``
+        only proposes candidates (e.g. :data:`CANDIDATE_THRESHOLD`).
+    max_pixel_difference : float
+        Verification threshold, see :func:`~lookalike.index.verify.verify_pairs`.
 
     Returns
     -------
     DuplicateReport
         Items are the ``n`` images in the order given.
+
+    Raises
+    ------
+    ValueError
+        A per-image argument has another length than ``vectors``, or see :func:`find_near_duplicates`.
     """
     vectors = _check_vectors(vectors)
     ids = np.arange(len(vectors), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
@@ -433,8 +482,15 @@ def find_duplicates(
     rows = np.searchsorted(ids, pairs) if np.all(np.diff(ids) > 0) else _rows_by_id(ids, pairs)
     return _report(
         vectors, rows, similarity, ids=ids, paths=paths, labels=labels, splits=splits, hashes=hashes, sizes=sizes,
-        threshold=threshold,
+        threshold=threshold, thumbnails=_check_thumbnails(thumbnails, len(vectors)),
+        max_pixel_difference=max_pixel_difference,
     )  # fmt: skip
+
+
+def _check_thumbnails(thumbnails: np.ndarray | None, n: int) -> np.ndarray | None:
+    if thumbnails is not None and len(thumbnails) != n:
+        raise ValueError(f"expected {n} thumbnails, one per vector; got {len(thumbnails)}")
+    return thumbnails
 
 
 def _rows_by_id(ids: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -448,6 +504,7 @@ def index_duplicates(
     *,
     hashes: Sequence[str | None] | None = None,
     sizes: np.ndarray | None = None,
+    thumbnails: np.ndarray | None = None,
     use_index: bool | None = None,
 ) -> DuplicateReport:
     """Duplicates among the images of an :class:`~lookalike.index.EmbeddingIndex` (items are its rows).
@@ -457,8 +514,9 @@ def index_duplicates(
     index : EmbeddingIndex
         E.g. ``bundle.index`` or, for the default threshold, :func:`lookalike.bundle.imagenet_features`.
     threshold : float
-    hashes, sizes : optional
-        Of ``index.records`` in row order (``hash_files([r.path for r in index.records])``).
+    hashes, sizes, thumbnails : optional
+        Of ``index.records`` in row order (``hash_files([r.path for r in index.records])``); with
+        ``thumbnails``, candidates are verified on pixels (see :func:`find_duplicates`).
     use_index : bool, optional
         Range-search the index's own FAISS index instead of an exact or IVF one built here; default: when it
         is approximate (HNSW or IVF), i.e. large.
@@ -468,7 +526,7 @@ def index_duplicates(
     return find_duplicates(
         index.vectors, threshold, ids=index.ids, paths=[str(r.path) for r in records],
         labels=[r.label for r in records], splits=[r.split for r in records], hashes=hashes, sizes=sizes,
-        index=index.faiss_index if use_index else None,
+        index=index.faiss_index if use_index else None, thumbnails=thumbnails,
     )  # fmt: skip
 
 
@@ -482,6 +540,9 @@ def check_new(
     splits: Sequence | None = None,
     hashes: Sequence[str | None] | None = None,
     index_hashes: Sequence[str | None] | None = None,
+    thumbnails: np.ndarray | None = None,
+    index_thumbnails: np.ndarray | None = None,
+    max_pixel_difference: float = MAX_LOCAL_DIFFERENCE,
 ) -> DuplicateReport:
     """Duplicates of new images, among themselves and against an index, without rebuilding it (incremental mode).
 
@@ -496,6 +557,10 @@ def check_new(
         Of the new images; ``splits`` (e.g. ``"val"``) decides ``cross_split`` against indexed images.
     index_hashes : sequence of length len(index), optional
         Pixel hashes of the indexed images in row order, to flag exact pairs with them.
+    thumbnails, index_thumbnails : uint8 ndarray of shape (q, side, side) and (len(index), side, side), optional
+        Pixel thumbnails of the new and the indexed images: verify the candidates on them (both needed; only the
+        rows of indexed images within ``threshold`` of a new one are read).
+    max_pixel_difference : float
 
     Returns
     -------
@@ -528,4 +593,7 @@ def check_new(
         splits=joined([r.split for r in records], splits, "splits"),
         hashes=joined(None if index_hashes is None else list(index_hashes), hashes, "hashes"),
         sizes=None, threshold=threshold, keep=lambda p: p.max(axis=1) >= n,
+        thumbnails=None if thumbnails is None or index_thumbnails is None else np.concatenate(
+            [_check_thumbnails(index_thumbnails, n), _check_thumbnails(thumbnails, q)]
+        ), max_pixel_difference=max_pixel_difference,
     )  # fmt: skip
