@@ -55,16 +55,13 @@ logger = logging.getLogger(__name__)
 FORMATS = ("projector", "parquet", "onnx")
 #: Largest side of a sprite image the Embedding Projector accepts, in pixels.
 SPRITE_LIMIT = 8192
-PROJECTOR_CONFIG_FILE = "projector_config.pbtxt"
 TENSORS_FILE = "tensors.tsv"
 METADATA_FILE = "metadata.tsv"
 SPRITE_FILE = "sprite.jpg"
-#: Columns of ``metadata.tsv`` and the metadata columns of the Parquet table (besides ``embedding``).
+#: Columns of the projector's ``metadata.tsv``, in order.
 METADATA_COLUMNS = ("label", "split", "file", "id")
 #: Images of the bundle the ONNX export is checked on against Keras (evenly spread over the index).
 CHECK_IMAGES = 16
-#: Largest allowed difference between ONNX and Keras embeddings (the LiteRT export's tolerance).
-MAX_EXPORT_ERROR = 1e-4
 #: ONNX operator set of the export (onnxruntime >= 1.14 runs it).
 ONNX_OPSET = 17
 INSTALL_HINT = 'pip install "lookalike[export]"'
@@ -296,8 +293,9 @@ def export_onnx(bundle: Bundle, path: str | os.PathLike) -> tuple[Path, float]:
 
     The Keras model (raw pixels -> embedding, probabilities) is traced as a ``tf.function`` and converted by
     ``tf2onnx.convert.from_function`` (tf2onnx reads TensorFlow graphs, not Keras 3 models). The check runs
-    both on :data:`CHECK_IMAGES` of the bundle's own images: embeddings must agree within
-    :data:`MAX_EXPORT_ERROR` and the top-1 class must be the same. Inputs and outputs: see the module docstring.
+    both on :data:`CHECK_IMAGES` of the bundle's own images: embeddings must agree within the LiteRT export's
+    tolerance (:data:`lookalike.embedder.runtime.MAX_EXPORT_ERROR`) and the top-1 class must be the same.
+    Inputs and outputs: see the module docstring.
 
     Returns
     -------
@@ -315,6 +313,7 @@ def export_onnx(bundle: Bundle, path: str | os.PathLike) -> tuple[Path, float]:
     import tensorflow as tf
 
     from ..embedder._keras import keras, quietly
+    from ..embedder.runtime import MAX_EXPORT_ERROR
 
     embedder = _keras_embedder(bundle)
     size = embedder.config.image_size

@@ -13,6 +13,7 @@ from lookalike.bundle import export
 from lookalike.bundle.export import METADATA_COLUMNS, SPRITE_LIMIT, ExportError, export_bundle, sprite_layout
 from lookalike.data import load_image
 from lookalike.data.thumbnails import decode_thumbnail
+from lookalike.embedder.runtime import MAX_EXPORT_ERROR
 from PIL import Image
 
 
@@ -98,7 +99,7 @@ def test_onnx_export_matches_keras_on_real_images(bundle, small_dataset, tmp_pat
 
     result = export_bundle(bundle, tmp_path / "embedder.onnx", "onnx")
     path = result.path
-    assert result.max_difference <= export.MAX_EXPORT_ERROR
+    assert result.max_difference <= MAX_EXPORT_ERROR
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     size = bundle.embedder.config.image_size
     (image,) = session.get_inputs()
@@ -113,7 +114,7 @@ def test_onnx_export_matches_keras_on_real_images(bundle, small_dataset, tmp_pat
     embedding, probabilities = session.run(["embedding", "probabilities"], {"image": images})
     keras_embedder = export._keras_embedder(bundle)
     reference = keras_embedder.head_outputs(keras_embedder.encode(images))
-    assert np.abs(embedding - reference[0]).max() <= export.MAX_EXPORT_ERROR
+    assert np.abs(embedding - reference[0]).max() <= MAX_EXPORT_ERROR
     assert np.array_equal(probabilities.argmax(axis=1), reference[1].argmax(axis=1))
     assert np.allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-5)
 
