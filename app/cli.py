@@ -29,6 +29,7 @@ examples:
   lookalike remove my.bundle 17 42 old_photos/    by id or path
   lookalike embed my.bundle big_folder/ --out vectors/ [--engine ray]
   lookalike reindex my.bundle --index hnsw        rebuild the index as HNSW, report recall@10
+  lookalike export my.bundle --format parquet --out embeddings.parquet   (or projector, onnx)
 
 Exit codes: 0 done; 1 error, nothing written; 3 done, but unreadable input files were skipped
 (each is listed with its reason on stderr, and by `train` in BUNDLE/skipped.csv).
@@ -263,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate on this folder instead of the bundle's held-out images",
     )
     evaluate.add_argument("--knn-k", type=int, default=10, help="neighbors in the k-NN vote (default %(default)s)")
+    evaluate.add_argument(
+        "--no-leak-check",
+        action="store_true",
+        help="skip the check for duplicates across the bundle's splits (leaky splits inflate the scores)",
+    )
 
     split = commands.add_parser("split", help="write a few-shot train/ + test/ split of a dataset")
     split.set_defaults(handler=_split)
@@ -413,6 +419,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--queries", type=int, default=1000, help="stored embeddings used as queries (default %(default)s)"
     )
 
+    from lookalike.bundle.export import FORMATS
+
+    export = commands.add_parser(
+        "export",
+        help="export a bundle: TensorBoard Embedding Projector folder, Parquet table or ONNX embedder",
+        description="Export a bundle for other tools: projector (a folder for TensorBoard's Embedding Projector: "
+        "tensors.tsv, metadata.tsv, sprite.jpg, projector_config.pbtxt), parquet (a table of id, path, label, split "
+        "and embedding for pandas, DuckDB, LanceDB) or onnx (the embedder, checked against Keras; needs "
+        "pip install 'lookalike[export]'). Written atomically; the bundle is not changed.",
+    )
+    export.set_defaults(handler=_export)
+    export.add_argument("bundle", metavar="BUNDLE", type=Path)
+    export.add_argument("--format", required=True, choices=FORMATS, help="what to write")
+    export.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="a new or empty folder for projector; a file for parquet (e.g. embeddings.parquet) and onnx (embedder.onnx)",
+    )
+    export.add_argument("--force", action="store_true", help="replace PATH if it exists")
+
     serve = commands.add_parser("serve", help="start the web app for a bundle")
     serve.set_defaults(handler=_serve)
     serve.add_argument("bundle", metavar="BUNDLE", type=Path)
@@ -508,7 +536,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     bundle = Bundle.load(args.bundle)
     dataset = load_folder(args.data_dir, val_fraction=0.0) if args.data_dir else None
-    evaluation = evaluate(bundle, dataset, knn_k=args.knn_k, progress=True)
+    evaluation = evaluate(bundle, dataset, knn_k=args.knn_k, progress=True, check_leaks=not args.no_leak_check)
     print(
         f"{len(evaluation.y_true)} queries from the {evaluation.source}; k-NN and centroids fitted on "
         f"{evaluation.n_reference} train images"
@@ -518,6 +546,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(table.to_string(index=False, float_format="{:.3f}".format))
     folder = write_report(args.bundle, evaluation, bundle.manifest)
     print(f"report, confusion matrices and training curves written to {folder}")
+    for warning in evaluation.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return _report_skipped(evaluation.failures)
 
 
@@ -748,6 +778,26 @@ def _print_recall(index, k: int, queries: int) -> None:
         + f": recall@{k} {recall:.3f} against exact search over {min(queries, len(index))} stored embeddings as queries; "
         f"{index_ms:.3f} ms per query (exact: {exact_ms:.3f} ms)"
     )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lookalike.bundle import Bundle
+    from lookalike.bundle.export import ExportError, export_bundle
+
+    bundle = Bundle.load(args.bundle)
+    try:
+        result = export_bundle(bundle, args.out, args.format, force=args.force, progress=True)
+    except ExportError as error:
+        print(f"lookalike: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if result.max_difference is None:
+        print(f"{result.format} export of {result.images} images written to {result.path}")
+    else:
+        print(
+            f"the embedder as ONNX written to {result.path}; checked against Keras on the bundle's images: "
+            f"largest embedding difference {result.max_difference:.1e}"
+        )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -169,6 +169,7 @@ def _evaluate_view(registry: BundleRegistry, session: gr.State) -> None:
             curves_figure(training["history"], training.get("phase_epochs", {})) if training.get("history") else None
         )
         note = f"{len(evaluation.y_true)} held-out images; k-NN and centroids fitted on {evaluation.n_reference} train images."
+        note += "".join(f"\n\n**Warning**: {warning}" for warning in evaluation.warnings)
         return note, table, confusion_figure(evaluation, classifier), curves
 
     gr.Markdown("Scores of the three classifiers on the bundle's held-out (val/test) images.")

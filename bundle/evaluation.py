@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -10,6 +11,7 @@ from ..data import Dataset, DecodeFailure, class_codes
 from ..index.classifiers import SoftmaxClassifier
 from ..index.evaluation import Evaluation, score_classifiers
 from .bundle import Bundle
+from .health import bundle_duplicates
 from .storage import BundleError
 
 logger = logging.getLogger(__name__)
@@ -23,10 +25,45 @@ def softmax_classifier(bundle: Bundle) -> SoftmaxClassifier:
     )
 
 
-def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10, progress: bool = False) -> Evaluation:
+def leaky_splits(bundle: Bundle, *, progress: bool = False) -> tuple[int, str | None]:
+    """Count the duplicate pairs across the bundle's splits, and word the warning they call for.
+
+    The pairs are those of :func:`lookalike.bundle.health.bundle_duplicates` (exact and near duplicates on the
+    cached frozen ImageNet features, its default threshold) flagged ``cross_split``: an image in ``train`` with a
+    copy in ``val`` or ``test`` inflates every held-out score.
+
+    Returns
+    -------
+    (int, str or None)
+        The number of cross-split pairs, and a warning naming it and the command that lists them (None when
+        there are none). The warning names no path, so that the app can show it.
+    """
+    report = bundle_duplicates(bundle, progress=progress)
+    leaky = np.flatnonzero(report.cross_split)
+    if len(leaky) == 0:
+        return 0, None
+    rows = np.unique(report.pairs[leaky])
+    held_out = sum(report.splits[r] in ("val", "test") for r in rows)
+    return len(leaky), (
+        f"leaky splits: {len(leaky)} duplicate pairs cross the train/val/test splits ({held_out} held-out images "
+        "have a copy or near copy in another split), so the held-out scores are inflated; "
+        "`lookalike duplicates BUNDLE` lists them"
+    )
+
+
+def evaluate(
+    bundle: Bundle,
+    dataset: Dataset | None = None,
+    *,
+    knn_k: int = 10,
+    progress: bool = False,
+    check_leaks: bool = True,
+) -> Evaluation:
     """Score the softmax head, the k-NN vote and the nearest centroid on held-out images.
 
-    k-NN and centroids are fitted on the embeddings of the bundle's ``train`` images only.
+    k-NN and centroids are fitted on the embeddings of the bundle's ``train`` images only. On the bundle's own
+    held-out images, duplicates across its splits are looked for (:func:`leaky_splits`) and reported in the
+    result's ``leaky_pairs`` and ``warnings``.
 
     Parameters
     ----------
@@ -38,7 +75,15 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
     knn_k : int
         Neighbors in the k-NN vote.
     progress : bool
-        Show a progress bar while embedding ``dataset``.
+        Show a progress bar while embedding ``dataset`` (or computing the features of the leak check).
+    check_leaks : bool
+        Look for leaky splits (the first time, this computes the frozen ImageNet features of every indexed
+        image, which are then cached in the bundle's ``audit/``).
+
+    Returns
+    -------
+    Evaluation
+        With ``leaky_pairs`` (None when not checked, or when evaluating on ``dataset``) and ``warnings``.
 
     Raises
     ------
@@ -67,7 +112,7 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
         y_true = class_codes([held_out[i].label for i in embedded.indices], class_names)
     if len(queries) == 0:
         raise BundleError(f"nothing to evaluate on: {source} has no images")
-    return score_classifiers(
+    evaluation = score_classifiers(
         stored[is_train],
         labels[is_train],
         queries,
@@ -78,3 +123,7 @@ def evaluate(bundle: Bundle, dataset: Dataset | None = None, *, knn_k: int = 10,
         source=source,
         failures=failures,
     )
+    if dataset is None and check_leaks:
+        count, warning = leaky_splits(bundle, progress=progress)
+        evaluation = dataclasses.replace(evaluation, leaky_pairs=count, warnings=(warning,) if warning else ())
+    return evaluation

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..data.files import write_atomic
+from ..data.files import replace_path, write_atomic
 from .manifest import FORMAT_VERSION, Manifest
 
 logger = logging.getLogger(__name__)
@@ -91,13 +91,7 @@ def write_bundle(
         files = {name: sha256(staging / name) for name in checked if (staging / name).is_file()}
         manifest = manifest.replace(files=files)
         write_atomic(staging / MANIFEST_FILE, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False))
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, retired / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, target)
+        replace_path(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

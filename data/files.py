@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -41,3 +42,27 @@ def write_array(path: str | os.PathLike, array: np.ndarray) -> Path:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return write_atomic(path, buffer.getvalue())
+
+
+def replace_path(staged: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Move ``staged`` (a file or folder written beside ``target``) to ``target``, replacing what is there.
+
+    A file is replaced atomically (``os.replace``). A folder cannot be renamed over a non-empty one, so what is at
+    ``target`` is first renamed into ``.NAME.old-*/NAME`` beside it and removed once the new one is in place; a
+    process killed between the two renames leaves the old folder there (see
+    :func:`lookalike.bundle.storage.finish_interrupted_replace`).
+
+    Returns
+    -------
+    Path
+        ``target``.
+    """
+    staged, target = Path(staged), Path(target)
+    if staged.is_dir() and (target.exists() or target.is_symlink()):
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, retired / target.name)
+        os.replace(staged, target)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staged, target)
+    return target

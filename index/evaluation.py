@@ -61,6 +61,11 @@ class Evaluation:
         Keyed by ``"softmax"``, ``"knn"``, ``"centroid"``.
     failures : tuple of DecodeFailure
         Files of the evaluated folder that could not be read.
+    leaky_pairs : int or None
+        Duplicate pairs whose two images are in different splits (a leaky split inflates the scores); None
+        when not checked.
+    warnings : tuple of str
+        What the reader of the scores should know, e.g. about leaky splits (shown by the CLI and the app).
     """
 
     source: str
@@ -69,6 +74,8 @@ class Evaluation:
     y_true: np.ndarray
     scores: dict[str, ClassifierScores]
     failures: tuple[DecodeFailure, ...] = ()
+    leaky_pairs: int | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_frame(self):
         """The metrics table: pandas DataFrame with columns ``classifier, accuracy, macro_f1``, one row per
@@ -90,6 +97,8 @@ class Evaluation:
             "n_queries": int(len(self.y_true)),
             "n_reference": self.n_reference,
             "summary": self.summary(),
+            "leaky_pairs": self.leaky_pairs,
+            "warnings": list(self.warnings),
             "classifiers": {
                 name: {
                     "accuracy": s.accuracy,

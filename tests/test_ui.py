@@ -12,6 +12,7 @@ from conftest import CLASSES
 
 from lookalike.app.server import ServedFiles, ServeOptions
 from lookalike.app.ui import serve
+from lookalike.bundle import evaluate
 
 
 @pytest.fixture
@@ -57,6 +58,8 @@ def test_evaluate_view(client, bundle):
     note, table, confusion, curves = client.predict("knn", api_name="/evaluate")
     held_out = sum(r.split != "train" for r in bundle.index.records)
     assert note.startswith(f"{held_out} held-out images")
+    leaky = evaluate(bundle).leaky_pairs  # the note carries the leaky-split warning when there is one
+    assert ("**Warning**: leaky splits:" in note) == (leaky > 0) and str(bundle.path) not in note
     assert [row[0] for row in table["data"]] == ["softmax head", "k-NN vote", "nearest centroid"]
     assert all(0.0 <= row[1] <= 1.0 for row in table["data"])
     assert confusion is not None and curves is not None
