@@ -21,6 +21,7 @@ from ..data.archive import ArchiveError, extract_dataset_zip
 from ..embedder.config import EmbedderConfig
 from ..index.evaluation import CLASSIFIERS
 from ..index.projection import MapConfig
+from .api import api_routes
 from .maps import map_figure, place_image
 from .report import CLASSIFIER_TITLES, confusion_figure, curves_figure
 from .server import BundleRegistry, ServedFiles, ServeError, ServeOptions, new_name, under
@@ -465,5 +466,6 @@ def serve(bundle: Bundle, options: ServeOptions = ServeOptions(), *, block: bool
         show_error=False,  # unexpected errors are logged on the server, not shown with their paths
         quiet=True,  # no "set share=True" hint: lookalike never shares, and the CLI prints the address
         footer_links=["api"],
+        app_kwargs={"routes": api_routes(bundle, auth=options.auth)},  # the JSON API, see lookalike.app.api
     )
     return app
