@@ -27,7 +27,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
 from lookalike.app.cli import default_demo_bundle
 from lookalike.index.search import EmbeddingIndex
 
@@ -64,6 +63,12 @@ def _start_server(bundle: Path) -> tuple[subprocess.Popen, str]:
             server.terminate()
             raise SystemExit("the server did not start")
         time.sleep(0.5)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_app(url: str, images: list[Path], clients: int, requests: int, k: int) -> tuple[list[float], list[str]]:
@@ -112,8 +117,10 @@ async def run_api(url: str, images: list[Path], clients: int, requests: int, k: 
     return latencies, errors
 
 
-def report(mode: str, clients: int, latencies: list[float], errors: list[str], wall: float) -> dict[str, float]:
-    """Print one mode's figures; returns them."""
+def report(
+    mode: str, clients: int, latencies: list[float], errors: list[str], wall: float, cpu: float
+) -> dict[str, float]:
+    """Print one mode's figures (``cpu``: the server's CPU seconds during the run); returns them."""
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     figures = {
         "searches/s": len(latencies) / wall,
@@ -122,11 +129,13 @@ def report(mode: str, clients: int, latencies: list[float], errors: list[str], w
         "p99 ms": float(np.percentile(ms, 99)),
         "max ms": float(ms.max()),
         "errors": len(errors),
+        "server cpu ms/search": 1000 * cpu / max(len(latencies), 1),
     }
     print(
         f"{mode}: {clients} clients, {len(latencies) + len(errors)} searches, {len(errors)} errors, {wall:.1f} s; "
         f"latency ms p50 {figures['p50 ms']:.0f}, p90 {figures['p90 ms']:.0f}, p99 {figures['p99 ms']:.0f}, "
-        f"max {figures['max ms']:.0f}; throughput {figures['searches/s']:.1f} searches/s"
+        f"max {figures['max ms']:.0f}; throughput {figures['searches/s']:.1f} searches/s; server CPU "
+        f"{figures['server cpu ms/search']:.0f} ms per search"
     )
     for message in sorted(set(errors))[:5]:
         print(f"  error: {message}")
@@ -150,12 +159,13 @@ def main() -> None:
     figures = {}
     try:
         for mode in ("app", "api") if args.mode == "both" else (args.mode,):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), _cpu_seconds(server.pid)
             if mode == "app":
                 latencies, errors = run_app(url, images, args.clients, args.requests, args.k)
             else:
                 latencies, errors = asyncio.run(run_api(url, images, args.clients, args.requests, args.k))
-            figures[mode] = report(mode, args.clients, latencies, errors, time.perf_counter() - started)
+            wall, cpu = time.perf_counter() - started, _cpu_seconds(server.pid) - cpu
+            figures[mode] = report(mode, args.clients, latencies, errors, wall, cpu)
     finally:
         server.terminate()
         server.wait(timeout=30)
