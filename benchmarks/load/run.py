@@ -41,7 +41,7 @@ def _shares(clients: int, requests: int) -> list[int]:
     return [int(n) for n in share]
 
 
-def _start_server(bundle: Path) -> tuple[subprocess.Popen, str]:
+def _start_server(bundle: Path, timeout: float) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -52,7 +52,7 @@ def _start_server(bundle: Path) -> tuple[subprocess.Popen, str]:
         stderr=subprocess.DEVNULL,
         env=os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"},
     )
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     while True:
         try:
             if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
@@ -153,9 +153,12 @@ def main() -> None:
     parser.add_argument(
         "--mode", choices=("app", "api", "both"), default="both", help="what to load (default %(default)s)"
     )
+    parser.add_argument(
+        "--start-timeout", type=float, default=600, help="seconds to wait for the server (default %(default)s)"
+    )
     args = parser.parse_args()
     images = [record.path for record in EmbeddingIndex.load(args.bundle).records]
-    server, url = _start_server(args.bundle)
+    server, url = _start_server(args.bundle, args.start_timeout)
     figures = {}
     try:
         for mode in ("app", "api") if args.mode == "both" else (args.mode,):
