@@ -79,7 +79,11 @@ def run_app(url: str, images: list[Path], clients: int, requests: int, k: int) -
     plans = [rng.choice(len(images), size=n) for n in _shares(clients, requests)]
 
     def client_run(plan: np.ndarray) -> tuple[list[float], list[str]]:
-        client, latencies, errors = Client(url + "/", verbose=False), [], []
+        latencies, errors = [], []
+        try:
+            client = Client(url + "/", verbose=False)
+        except Exception as error:  # noqa: BLE001 - a client that cannot connect fails all its searches
+            return [], [f"{type(error).__name__}: {error}"[:200]] * len(plan)
         for i in plan:
             started = time.perf_counter()
             try:
