@@ -180,7 +180,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--auth",
         metavar="USER:PASSWORD",
         default=os.environ.get("LOOKALIKE_AUTH"),
-        help="require this login (default $LOOKALIKE_AUTH); needed on any --host other than loopback",
+        help="require this login: the app's login page, HTTP Basic for /api (default $LOOKALIKE_AUTH); needed on any "
+        "--host other than loopback",
     )
     group.add_argument(
         "--allow-anonymous",
@@ -441,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--force", action="store_true", help="replace PATH if it exists")
 
-    serve = commands.add_parser("serve", help="start the web app for a bundle")
+    serve = commands.add_parser("serve", help="start the web app for a bundle, with its JSON API at /api")
     serve.set_defaults(handler=_serve)
     serve.add_argument("bundle", metavar="BUNDLE", type=Path)
     _add_serve_options(serve)
@@ -520,11 +521,9 @@ def _report_skipped(failures, listing: Path | None = None) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from lookalike.bundle import Bundle
+    from lookalike.bundle import Bundle, search_image
 
-    result = Bundle.load(args.bundle).query_files(
-        [args.image], k=args.k, n_characters=args.k, unknown_threshold=args.unknown_threshold
-    )[0]
+    result = search_image(Bundle.load(args.bundle), args.image, k=args.k, unknown_threshold=args.unknown_threshold)
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else _format_result(result))
     return 0
 

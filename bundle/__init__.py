@@ -11,6 +11,7 @@ from ..data.lazy import lazy_exports
 _LAZY = {
     "Bundle": ".bundle",
     "QueryResult": ".bundle",
+    "search_image": ".answer",
     "BundleError": ".storage",
     "Manifest": ".manifest",
     "FORMAT_VERSION": ".manifest",
