@@ -22,6 +22,9 @@ _LAZY = {
     "evaluate": ".evaluation",
     "audit_bundle": ".audit",
     "imagenet_features": ".audit",
+    "SimilarityExplanation": ".explain",
+    "explain_result": ".explain",
+    "explain_similarity": ".explain",
 }
 
 __all__ = list(_LAZY)
