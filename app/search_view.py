@@ -9,13 +9,15 @@ bundle's thumbnail of it, and fills its image when it is ready, without holding 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 from ..bundle import Bundle, BundleError, QueryResult
-from ..bundle.explain import explain_result
+from ..bundle.explain import explain_result, explain_similarity
 from ..data import ImageDecodeError
 from .server import BundleRegistry, ServedFiles
 
@@ -111,8 +113,15 @@ def explanation(bundle: Bundle, answered: Answered) -> Image.Image | None:
         return None
 
 
+def _warm_up(bundle: Bundle) -> None:
+    """Explain a blank pair once, so that Keras builds its graph before the first user waits for it (seconds)."""
+    blank = np.full((bundle.embedder.config.image_size,) * 2 + (3,), 255, np.uint8)
+    explain_similarity(bundle.embedder, blank, blank)
+
+
 def search_view(registry: BundleRegistry, files: ServedFiles, session: gr.State) -> None:
     """Lay out the Search view and wire its two events (see the module docstring); ``/search`` is the API."""
+    threading.Thread(target=_warm_up, args=(registry.default,), name="lookalike-explain-warm-up", daemon=True).start()
     empty_answer = ("", gr.update(value=None), gr.update(value=None), "", [], [], [])
 
     def answer(image_path: str | None, k: int, key: str | None):
@@ -137,8 +146,9 @@ def search_view(registry: BundleRegistry, files: ServedFiles, session: gr.State)
             if examples:
                 gr.Examples(examples=examples, inputs=query, label="Examples", examples_per_page=N_EXAMPLES)
         with gr.Column(scale=2):
-            best = gr.Markdown()
+            best = gr.Markdown(elem_id="lookalike-verdict")
             why = gr.Image(
+                elem_id="lookalike-why",
                 label="Why this match: the regions that make up the cosine similarity (Stylianou et al. 2019)",
                 interactive=False,
                 height=320,
