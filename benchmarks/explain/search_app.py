@@ -158,6 +158,8 @@ def main() -> None:
                     timings[name]["upload"].append(answer)
                     timings[name]["explanation"].append(settled - answer)
                     timings[name]["search"].append(measure(page, click="Find look-alikes")[0])
+                    row = {kind: round(values[-1]) for kind, values in timings[name].items()}
+                    print(f"  {query.name} {name}: {row}", flush=True)
             browser.close()
     finally:
         if server is not None:
