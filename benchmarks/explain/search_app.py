@@ -17,7 +17,7 @@ machine).
     python benchmarks/explain/search_app.py [--bundle ~/.cache/lookalike/demo] [--queries 20]
     python benchmarks/explain/search_app.py --url before=http://127.0.0.1:7872/ --url after=http://127.0.0.1:7871/
 
-Prints the median, p90 and mean per app and measurement; writes ``results.json`` beside this script.
+Prints the median, p90 and mean per app and measurement; writes ``results-search-app.json`` beside this script.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def main() -> None:
             print(
                 f"  {name:<16} {kind:<12} median {row['median_ms']:7.1f}   p90 {row['p90_ms']:7.1f}   mean {row['mean_ms']:7.1f}"
             )
-    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (HERE / "results-search-app.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
