@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="cosine similarity below which the best match is 'no close match' (default: the bundle's calibrated one)",
     )
+    search.add_argument(
+        "--explain",
+        type=_png_path,
+        metavar="OUT.png",
+        help="also write the query and its best match side by side, with heatmaps of the regions that make up "
+        "their cosine similarity (Stylianou et al. 2019), to this PNG file",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="score the softmax head, k-NN and nearest centroid; write BUNDLE/report/"
@@ -520,11 +527,28 @@ def _report_skipped(failures, listing: Path | None = None) -> int:
     return EXIT_SKIPPED if failures else 0
 
 
+def _png_path(value: str) -> Path:
+    """An output path ending in .png in an existing folder (checked before any work is done)."""
+    path = Path(value).expanduser()
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"must be a .png file; got {value!r}")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(path.parent)!r} does not exist")
+    return path
+
+
 def _search(args: argparse.Namespace) -> int:
     from lookalike.bundle import Bundle, search_image
 
-    result = search_image(Bundle.load(args.bundle), args.image, k=args.k, unknown_threshold=args.unknown_threshold)
+    bundle = Bundle.load(args.bundle)
+    result = search_image(bundle, args.image, k=args.k, unknown_threshold=args.unknown_threshold)
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else _format_result(result))
+    if args.explain:
+        from lookalike.bundle import explain_result
+        from lookalike.data.files import write_atomic
+
+        write_atomic(args.explain, explain_result(bundle, args.image, result).to_png())
+        print(f"explanation written to {args.explain}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -17,7 +17,7 @@ import faiss
 import gradio as gr
 import numpy as np
 
-from ..bundle import Bundle, BundleError, QueryResult, evaluate
+from ..bundle import Bundle, BundleError, evaluate
 from ..data import DatasetError, ImageDecodeError, load_folder
 from ..data.archive import ArchiveError, extract_dataset_zip
 from ..embedder.config import EmbedderConfig
@@ -28,6 +28,7 @@ from .api import api_routes
 from .map_page import cached_page, query_fragment
 from .maps import place_image
 from .report import CLASSIFIER_TITLES, confusion_figure, curves_figure
+from .search_view import query_image, search_view
 from .server import BundleRegistry, ServedFiles, ServeError, ServeOptions, new_name, under
 
 logger = logging.getLogger(__name__)
@@ -37,33 +38,6 @@ MAX_UPLOAD_SIZE = "20mb"
 MAX_DATASET_UPLOAD = "200mb"
 #: Backbone blocks the Train view fine-tunes when asked to (the default is a frozen backbone).
 FINE_TUNE_BLOCKS = 3
-#: Number of example queries offered (one held-out image from each of the first classes).
-N_EXAMPLES = 12
-
-
-def _upload_path(payload) -> str | None:
-    """The uploaded file's path, undecoded (Gradio has already checked that it is an upload)."""
-    if payload is None:
-        return None
-    if payload.path is None or (payload.url or "").startswith("data:"):
-        raise gr.Error("Send the image as a file upload.")
-    return str(payload.path)
-
-
-def query_image(**options) -> gr.Image:
-    """An image input that hands lookalike the uploaded file's path without decoding it.
-
-    ``gr.Image`` decodes every upload to RGB before the event handler runs, so a small PNG declaring
-    13,300 x 13,300 pixels costs half a gigabyte before lookalike's header check could refuse it. This input
-    returns the upload's path untouched, and :func:`lookalike.data.load_image` checks the header before
-    decoding. (An instance attribute, not a subclass: Gradio writes a ``.pyi`` file beside the source of every
-    component subclass.)
-    """
-    image = gr.Image(type="filepath", image_mode=None, **options)
-    image.preprocess = _upload_path
-    return image
-
-
 def summary(bundle: Bundle) -> str:
     """One Markdown line describing ``bundle`` (no server paths)."""
     manifest = bundle.manifest
@@ -77,81 +51,8 @@ def summary(bundle: Bundle) -> str:
     )
 
 
-def _search_outputs(query_path: str, result: QueryResult, bundle: Bundle, files: ServedFiles) -> tuple:
-    best = result.characters[0] if result.characters else None
-    if best is None:
-        best_caption = ""
-    elif result.unknown:
-        best_caption = (
-            f"### No close match. The closest is **{best.label}** (cosine similarity {best.score:.3f}, below "
-            f"this bundle's threshold {result.unknown_threshold:.3f})"
-        )
-    else:
-        best_caption = f"### Best match: **{best.label}** (cosine similarity {best.score:.3f})"
-    caveat = (
-        "\n\n**No close match**: the predicted character and the k-NN vote above name the *nearest* characters; "
-        "their percentages are not a certainty that this is one of them."
-        if result.unknown
-        else ""
-    )
-    return (
-        result.probabilities,
-        result.knn_probabilities,
-        f"Nearest centroid: **{result.centroid_predicted}** (cosine {result.centroid_characters[0].score:.3f})"
-        + caveat,
-        query_path,
-        files.thumbnail(bundle, best.id) if best else None,
-        best_caption,
-        files.gallery(bundle, result.characters),
-        files.gallery(bundle, result.centroid_characters),
-        files.gallery(bundle, result.neighbors),
-    )
-
-
 def _search_view(registry: BundleRegistry, files: ServedFiles, session: gr.State) -> None:
-    def answer(image_path: str | None, k: int, key: str | None):
-        if not image_path:
-            return None, None, "", None, None, "", [], [], []
-        bundle = registry.get(key)
-        try:
-            result = bundle.query_files([image_path], k=int(k), n_characters=int(k))[0]
-        except ImageDecodeError as error:
-            raise gr.Error(f"Could not read that image: {error.reason}") from error
-        return _search_outputs(image_path, result, bundle, files)
-
-    with gr.Row():
-        with gr.Column(scale=1):
-            query = query_image(label="Query image", sources=["upload", "clipboard"], height=320)
-            k = gr.Slider(1, 20, value=6, step=1, label="How many look-alikes")
-            search = gr.Button("Find look-alikes", variant="primary")
-            examples = files.examples(registry.default, N_EXAMPLES)
-            if examples:
-                gr.Examples(examples=examples, inputs=query, label="Examples", examples_per_page=N_EXAMPLES)
-        with gr.Column(scale=1):
-            predicted = gr.Label(label="Predicted character (softmax head)", num_top_classes=5)
-            knn = gr.Label(label="k-NN vote of the 10 nearest images", num_top_classes=3)
-            centroid = gr.Markdown()
-    best_caption = gr.Markdown()
-    with gr.Row():
-        query_view = gr.Image(label="Your image", interactive=False, height=280)
-        best_view = gr.Image(label="Best-matching character", interactive=False, height=280)
-    gallery = dict(columns=6, height=260, object_fit="contain", fit_columns=False)
-    characters = gr.Gallery(label="Look-alike characters (each by its best-matching image)", **gallery)
-    centroid_characters = gr.Gallery(label="Nearest class centroids (each by its most typical image)", **gallery)
-    neighbors = gr.Gallery(label="Nearest images", **gallery)
-    outputs = [
-        predicted,
-        knn,
-        centroid,
-        query_view,
-        best_view,
-        best_caption,
-        characters,
-        centroid_characters,
-        neighbors,
-    ]
-    search.click(answer, inputs=[query, k, session], outputs=outputs, api_name="search")
-    query.change(answer, inputs=[query, k, session], outputs=outputs, api_name=False)
+    search_view(registry, files, session)
 
 
 def _evaluate_view(registry: BundleRegistry, session: gr.State) -> None:

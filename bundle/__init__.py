@@ -25,6 +25,9 @@ _LAZY = {
     "imagenet_features": ".audit",
     "HealthReport": ".health_report",
     "health_report": ".health_report",
+    "SimilarityExplanation": ".explain",
+    "explain_result": ".explain",
+    "explain_similarity": ".explain",
 }
 
 __all__ = list(_LAZY)
