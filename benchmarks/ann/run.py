@@ -91,7 +91,7 @@ def load_real(cache: Path, seed: int = 0) -> dict:
 
 def derive(base: np.ndarray, base_image: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``n - len(base)`` derived vectors (see the module docstring) appended to ``base``, and the image of each."""
-    extra = n - len(base)
+    extra = max(n - len(base), 0)
     by_image = np.argsort(base_image, kind="stable")
     starts = np.searchsorted(base_image[by_image], base_image)  # first row (in by_image) of each row's image
     counts = np.bincount(base_image)[base_image]
@@ -179,7 +179,7 @@ def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, spe
 
 def specs_for(n: int) -> list[IndexSpec]:
     nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
-    hnsw = [IndexSpec(type="hnsw", hnsw_m=m) for m in ((16, 32) if n < 500_000 else (32,))]
+    hnsw = [IndexSpec(type="hnsw", hnsw_m=m) for m in ((16, 32) if n < 50_000 else (32,))]
     return [IndexSpec(type="flat"), *hnsw, IndexSpec(type="ivf", nlist=nlist), IndexSpec(type="ivfpq", nlist=nlist)]
 
 
@@ -197,7 +197,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="real,1000000", help="index sizes: 'real' (all real base vectors) or n")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--bundle", type=Path, help="bundle for the latency part (default: the one that embedded)")
+    parser.add_argument(
+        "--latency-sizes",
+        default=f"{LATENCY_SMALL},{LATENCY_LARGE}",
+        help="SMALL,LARGE: full-answer latency on SMALL real vectors (flat and HNSW) and on the LARGE curves' HNSW",
+    )
     args = parser.parse_args()
+    small, large = map(int, args.latency_sizes.split(","))
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results["machine"] = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     real = load_real(args.cache)
@@ -225,7 +231,7 @@ def main() -> None:
 
         latency = Latency(real, args.bundle or Path(real["meta"]["bundle"]))
         results.setdefault("latency", {})
-        n = LATENCY_SMALL
+        n = small
         base, images = real["base"][:n], real["base_image"][:n]
         with tempfile.TemporaryDirectory(dir=args.cache) as folder:
             mapped = as_file(base, Path(folder))
@@ -239,7 +245,7 @@ def main() -> None:
         print(f"{n:,} vectors:", flush=True)
         with tempfile.TemporaryDirectory(dir=args.cache) as folder:
             mapped = as_file(base, Path(folder))
-            keep = IndexSpec().resolve(n, base.shape[1]) if latency and n == LATENCY_LARGE else None
+            keep = IndexSpec().resolve(n, base.shape[1]) if latency and n == large else None
             if "curves" in parts:
                 records = records_for(images, real, real["class_names"])
                 results["curves"][str(n)], index = curves(
