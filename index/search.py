@@ -58,6 +58,8 @@ PARALLEL_QUERIES = 16
 #: The searches of :meth:`EmbeddingIndex.nearest_classes` that filter classes out search this many times harder
 #: (HNSW efSearch, IVF nprobe): the excluded images nearest the query take up an HNSW search's candidate list.
 FILTERED_EFFORT = 4
+#: Score FAISS gives a missing inner-product result (id -1): -FLT_MAX.
+NO_SCORE = float(np.finfo(np.float32).min)
 #: Fewest vectors an IVF-PQ index trains on (its 4-bit sub-quantizers have 16 centroids each).
 MIN_PQ_TRAINING = 1_000
 
@@ -453,15 +455,13 @@ class EmbeddingIndex:
         candidates = np.empty((ids.size, self.dim), np.float32)
         candidates[order] = self.vectors[rows.ravel()[order]]
         exact = np.einsum("qkd,qd->qk", candidates.reshape(*ids.shape, self.dim), queries)
-        exact = np.where(found, exact, -np.inf)
+        exact = np.where(found, exact, NO_SCORE)
         best = np.argsort(-exact, axis=1, kind="stable")[:, :k]
         scores = np.take_along_axis(exact, best, axis=1)
-        ids = np.where(np.isfinite(scores), np.take_along_axis(ids, best, axis=1), -1)
-        scores = np.where(ids >= 0, scores, -np.inf if self.faiss_index.metric_type else 0)
+        ids = np.take_along_axis(ids, best, axis=1)
         if best.shape[1] < k:  # fewer candidates than k (a tiny index): pad as FAISS does
-            pad = k - best.shape[1]
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            pad = ((0, 0), (0, k - best.shape[1]))
+            ids, scores = np.pad(ids, pad, constant_values=-1), np.pad(scores, pad, constant_values=NO_SCORE)
         return scores.astype(np.float32), ids
 
     def nearest_classes(self, queries: np.ndarray, top: int, *, found: SearchResult | None = None) -> SearchResult:
