@@ -17,8 +17,10 @@ The embeddings themselves are kept beside the FAISS index (``vectors.npy``, memo
 maps, the audit and the evaluation read exact vectors whatever the index type, and an index can be rebuilt as
 another type.
 
-Which type ``auto`` picks, and the defaults of each, come from ``benchmarks/ann`` (recall@10 against
-milliseconds per query on 213,000 real embeddings and a 1M set derived from them); see :meth:`IndexSpec.resolve`.
+``benchmarks/ann`` measures recall@10 against milliseconds per query of every type on real embeddings (and a 1M
+set derived from them), which the ``auto`` rule (:meth:`IndexSpec.resolve`) and the defaults are to be chosen
+from; its first, partial run (real-set recall only, see ``benchmarks/README.md``) kept them as they were and
+set IVF-PQ's ``k_factor``.
 """
 
 from __future__ import annotations
