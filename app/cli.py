@@ -138,6 +138,15 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--nlist", type=int, default=None, help="IVF cells (default: about 4 sqrt(n))")
     group.add_argument("--nprobe", type=int, default=defaults.nprobe, help="IVF cells searched (default %(default)s)")
+    group.add_argument(
+        "--pq-m", type=int, default=None, help="IVF-PQ sub-quantizers, 4 bits each (default: one per 4 dimensions)"
+    )
+    group.add_argument(
+        "--k-factor",
+        type=int,
+        default=defaults.k_factor,
+        help="IVF-PQ candidates re-ranked exactly per result (default %(default)s)",
+    )
 
 
 def _index_spec(args: argparse.Namespace):
@@ -150,6 +159,8 @@ def _index_spec(args: argparse.Namespace):
         ef_search=args.ef_search,
         nlist=args.nlist,
         nprobe=args.nprobe,
+        pq_m=args.pq_m,
+        k_factor=args.k_factor,
     )
 
 
@@ -794,7 +805,11 @@ def _recall(args: argparse.Namespace) -> int:
 def _print_recall(index, k: int, queries: int) -> None:
     recall, index_ms, exact_ms = index.recall_at_k(k, queries=queries)
     spec = index.spec
-    params = {"hnsw": f"M={spec.hnsw_m}, efSearch={spec.ef_search}", "ivf": f"nlist={spec.nlist}, nprobe={spec.nprobe}"}
+    params = {
+        "hnsw": f"M={spec.hnsw_m}, efSearch={spec.ef_search}",
+        "ivf": f"nlist={spec.nlist}, nprobe={spec.nprobe}",
+        "ivfpq": f"nlist={spec.nlist}, nprobe={spec.nprobe}, m={spec.pq_m}, k_factor={spec.k_factor}",
+    }
     print(
         f"{spec.type} index of {len(index)} images"
         + (f" ({params[spec.type]})" if spec.type in params else "")

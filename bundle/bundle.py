@@ -44,7 +44,7 @@ from ..embedder import Embedder, EmbedderConfig, train
 from ..embedder.model import CONFIG_FILE, MODEL_FILE, RUNTIME_FILE
 from ..embedder.runtime import RuntimeUnavailable, export_litert
 from ..index.classifiers import NearestCentroidClassifier
-from ..index.neighbors import knn_vote, nearest_classes
+from ..index.neighbors import knn_vote
 from ..index.open_set import DEFAULT_QUANTILE, OpenSetCalibration, calibrate
 from ..index.projection import EmbeddingMap, MapConfig, compute_map, load_map, place_queries, save_map
 from ..index.search import INDEX_FILE, METADATA_FILE, VECTORS_FILE, EmbeddingIndex, Hit, IndexSpec
@@ -59,9 +59,6 @@ SKIPPED_FILE = "skipped.csv"
 CHECKED_FILES = (MODEL_FILE, CONFIG_FILE, INDEX_FILE, VECTORS_FILE, METADATA_FILE)
 #: Files of the embedder, unchanged by adding or removing images (linked, not rewritten, when such a bundle is saved).
 EMBEDDER_FILES = (MODEL_FILE, CONFIG_FILE, RUNTIME_FILE)
-#: Neighbors examined to rank the nearest classes ("characters"): a search of its own, at this depth (an HNSW
-#: index searches it with efSearch = this depth), separate from the top-k search that uses the index's settings.
-CHARACTER_DEPTH = 1024
 
 
 @dataclass(frozen=True)
@@ -332,8 +329,8 @@ class Bundle:
         k : int
             Number of neighboring images to return (searched with the index's own settings, e.g. efSearch).
         n_characters : int
-            Number of nearest classes to return, ranked by each class's best image among the
-            :data:`CHARACTER_DEPTH` nearest (a search of its own).
+            Number of nearest classes to return, ranked by each class's best image
+            (:meth:`~lookalike.index.EmbeddingIndex.nearest_classes`: exact for an exact index).
         knn_k : int
             Number of neighbors in the k-NN vote.
         unknown_threshold : float, optional
@@ -345,23 +342,20 @@ class Bundle:
         list of QueryResult, one per query
         """
         threshold = self.open_set.threshold if unknown_threshold is None else float(unknown_threshold)
-        depth = min(len(self.index), CHARACTER_DEPTH)
-        pool = self.index.search(embeddings, depth, ef_search=depth)
-        # An exact index gives the same top-k as a prefix of the deeper search: no second search.
-        found = pool if self.index.spec.type == "flat" else self.index.search(embeddings, max(k, knn_k))
+        found = self.index.search(embeddings, max(k, knn_k))
         votes = knn_vote(found.labels[:, :knn_k], found.scores[:, :knn_k], len(self.class_names))
-        ranked = nearest_classes(pool.labels, top=n_characters)
+        # The classes among those neighbors, searched further (their classes filtered out) only when too few.
+        nearest = self.index.nearest_classes(embeddings, n_characters, found=found)
         centroid_classifier, typical = self.centroids
         centroid_similarity = centroid_classifier.similarities(embeddings)
         trained_classes = self.embedder.class_names
         results = []
-        for row, (positions, _) in enumerate(ranked):
-            characters = [self.index.hit(int(pool.rows[row, p]), float(pool.scores[row, p])) for p in positions]
+        for row in range(len(embeddings)):
             results.append(
                 QueryResult(
                     predicted=trained_classes[int(np.argmax(probabilities[row]))],
                     probabilities=_ranked(probabilities[row], trained_classes),
-                    characters=characters,
+                    characters=self.index.hits(nearest, row),
                     neighbors=self.index.hits(found, row, k),
                     knn_predicted=self.class_names[int(np.argmax(votes[row]))],
                     knn_probabilities=_ranked(votes[row], self.class_names, drop_zero=True),
@@ -370,7 +364,7 @@ class Bundle:
                         for c in np.argsort(-centroid_similarity[row], kind="stable")[:n_characters]
                         if typical[c] >= 0
                     ],
-                    unknown=bool(pool.scores[row, 0] < threshold),
+                    unknown=bool(found.scores[row, 0] < threshold),
                     unknown_threshold=threshold,
                 )
             )

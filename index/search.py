@@ -6,10 +6,21 @@ Three index types (FAISS names in brackets):
 - ``hnsw``: a graph of nearest neighbors (``IDMap2,HNSW32,Flat``; Malkov & Yashunin, "Efficient and
   robust approximate nearest neighbor search using Hierarchical Navigable Small World graphs", 2016);
 - ``ivf``: an inverted file over k-means cells (``IVF<nlist>,Flat``; Jegou et al., "Product quantization
-  for nearest neighbor search", 2011, section 4).
+  for nearest neighbor search", 2011, section 4);
+- ``ivfpq``: the same cells holding product-quantized codes (``IVF<nlist>,PQ<m>x4fs``, SIMD "fast-scan" codes
+  of 4 bits per sub-vector: André et al., "Quicker ADC", 2019; Jegou et al. 2011), whose ``k_factor * k``
+  best candidates are re-ranked by exact inner product with the stored embeddings (Jegou et al.,
+  "Searching in one billion vectors: re-rank with source coding", 2011). In memory it holds only the codes
+  (m / 2 bytes) and ids (8 bytes) per vector; the embeddings are read from ``vectors.npy``, memory-mapped.
 
-The embeddings themselves are kept beside the FAISS index (``vectors.npy``), so maps, the audit and the
-evaluation read exact vectors whatever the index type, and an index can be rebuilt as another type.
+The embeddings themselves are kept beside the FAISS index (``vectors.npy``, memory-mapped when loaded), so
+maps, the audit and the evaluation read exact vectors whatever the index type, and an index can be rebuilt as
+another type.
+
+``benchmarks/ann`` measures recall@10 against milliseconds per query of every type on real embeddings (and a 1M
+set derived from them), which the ``auto`` rule (:meth:`IndexSpec.resolve`) and the defaults are to be chosen
+from; its first, partial run (real-set recall only, see ``benchmarks/README.md``) kept them as they were and
+set IVF-PQ's ``k_factor``.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -31,15 +43,27 @@ from faiss.contrib.evaluation import knn_intersection_measure
 
 from ..data import ImageRecord, class_codes
 from ..data.files import write_array
+from .neighbors import nearest_classes
 
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "vectors.npy"
 METADATA_FILE = "metadata.json"
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 #: ``auto`` chooses exact search below this many vectors and HNSW from it on (see benchmarks/speed).
 EXACT_SEARCH_LIMIT = 200_000
+#: Below this many queries per call, FAISS searches in the calling thread: one query gains nothing from a
+#: thread team, and waiting for one on a busy machine cost 40 ms instead of 0.6 ms per HNSW query (2 cores,
+#: load 17; see benchmarks/ann).
+PARALLEL_QUERIES = 16
+#: The searches of :meth:`EmbeddingIndex.nearest_classes` that filter classes out search this many times harder
+#: (HNSW efSearch, IVF nprobe): the excluded images nearest the query take up an HNSW search's candidate list.
+FILTERED_EFFORT = 4
+#: Score FAISS gives a missing inner-product result (id -1): -FLT_MAX.
+NO_SCORE = float(np.finfo(np.float32).min)
+#: Fewest vectors an IVF-PQ index trains on (its 4-bit sub-quantizers have 16 centroids each).
+MIN_PQ_TRAINING = 1_000
 
 
 @dataclass(frozen=True)
@@ -81,8 +105,9 @@ class IndexSpec:
     Attributes
     ----------
     type : str
-        ``"flat"`` (exact), ``"hnsw"``, ``"ivf"``, or ``"auto"``: flat below :data:`EXACT_SEARCH_LIMIT`
-        vectors, else HNSW (resolved when the index is built).
+        ``"flat"`` (exact), ``"hnsw"``, ``"ivf"`` (IVF-Flat), ``"ivfpq"`` (IVF-PQ re-ranked from the stored
+        embeddings), or ``"auto"``: flat below :data:`EXACT_SEARCH_LIMIT` vectors, else HNSW (resolved when the
+        index is built).
     hnsw_m : int
         HNSW: neighbors per node (graph degree).
     ef_construction : int
@@ -90,9 +115,15 @@ class IndexSpec:
     ef_search : int
         HNSW: candidate list size while searching (raised to k when k is larger).
     nlist : int, optional
-        IVF: number of k-means cells; default about 4 sqrt(n), at least 39 training vectors per cell.
+        IVF and IVF-PQ: number of k-means cells; default about 4 sqrt(n), at least 39 training vectors per cell.
     nprobe : int
-        IVF: cells visited per query.
+        IVF and IVF-PQ: cells visited per query.
+    pq_m : int, optional
+        IVF-PQ: sub-quantizers (4-bit codes each, so m / 2 bytes per vector); must divide the embedding size;
+        default one per 4 dimensions (64, i.e. 32 bytes, for 256-d embeddings).
+    k_factor : int
+        IVF-PQ: candidates re-ranked by exact inner product per requested result (FAISS ``IndexRefine``'s
+        ``k_factor``); 16 because 4 levelled off at recall@10 0.91 on real embeddings (``benchmarks/ann``).
     """
 
     type: str = "auto"
@@ -101,25 +132,44 @@ class IndexSpec:
     ef_search: int = 96
     nlist: int | None = None
     nprobe: int = 32
+    pq_m: int | None = None
+    k_factor: int = 16
 
     def __post_init__(self):
         if self.type not in INDEX_TYPES:
             raise ValueError(f"unknown index type {self.type!r}; choose one of {', '.join(INDEX_TYPES)}")
+        if self.k_factor < 1:
+            raise ValueError(f"k_factor must be at least 1; got {self.k_factor}")
 
-    def resolve(self, n: int) -> IndexSpec:
-        """The concrete spec for an index of ``n`` vectors: ``auto`` and ``nlist`` decided."""
+    def resolve(self, n: int, dim: int | None = None) -> IndexSpec:
+        """The concrete spec for an index of ``n`` vectors of ``dim`` dimensions: ``auto``, ``nlist`` and
+        ``pq_m`` decided.
+
+        Raises
+        ------
+        ValueError
+            ``pq_m`` does not divide ``dim``.
+        """
         spec = self
         if spec.type == "auto":
             spec = replace(spec, type="flat" if n < EXACT_SEARCH_LIMIT else "hnsw")
-        if spec.type == "ivf" and spec.nlist is None:
+        if spec.type in ("ivf", "ivfpq") and spec.nlist is None:
             spec = replace(spec, nlist=max(1, min(round(4 * math.sqrt(n)), n // 39)))
+        if spec.type == "ivfpq" and dim is not None:
+            if spec.pq_m is None:
+                spec = replace(spec, pq_m=max(m for m in range(1, dim // 4 + 1) if dim % m == 0))
+            if dim % spec.pq_m:
+                raise ValueError(f"pq_m must divide the embedding size {dim}; got {spec.pq_m}")
         return spec
 
     def factory_string(self) -> str:
         """The FAISS ``index_factory`` description of a resolved spec, e.g. ``IDMap2,HNSW32,Flat``."""
-        return {"flat": "IDMap2,Flat", "hnsw": f"IDMap2,HNSW{self.hnsw_m},Flat", "ivf": f"IVF{self.nlist},Flat"}[
-            self.type
-        ]
+        return {
+            "flat": "IDMap2,Flat",
+            "hnsw": f"IDMap2,HNSW{self.hnsw_m},Flat",
+            "ivf": f"IVF{self.nlist},Flat",
+            "ivfpq": f"IVF{self.nlist},PQ{self.pq_m}x4fs",
+        }[self.type]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,9 +190,13 @@ def _new_faiss_index(spec: IndexSpec, vectors: np.ndarray, ids: np.ndarray) -> f
     index = faiss.index_factory(vectors.shape[1], spec.factory_string(), faiss.METRIC_INNER_PRODUCT)
     if spec.type == "hnsw":
         faiss.downcast_index(index.index).hnsw.efConstruction = spec.ef_construction
-    if spec.type == "ivf":
-        if len(vectors) < spec.nlist:
-            raise ValueError(f"an IVF index with {spec.nlist} cells needs at least {spec.nlist} vectors to train on")
+    if spec.type in ("ivf", "ivfpq"):
+        needed = spec.nlist if spec.type == "ivf" else max(spec.nlist, MIN_PQ_TRAINING)
+        if len(vectors) < needed:
+            raise ValueError(
+                f"an {spec.type.upper()} index with {spec.nlist} cells needs at least {needed} vectors to train on; "
+                f"got {len(vectors)}"
+            )
         index.train(vectors)
     _set_search_parameters(index, spec)
     if len(vectors):
@@ -150,10 +204,25 @@ def _new_faiss_index(spec: IndexSpec, vectors: np.ndarray, ids: np.ndarray) -> f
     return index
 
 
+@contextmanager
+def _threads(count: int | None):
+    """FAISS's OpenMP threads for the searches of the calling thread (an OpenMP setting of that thread only);
+    ``None`` keeps them."""
+    if count is None:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
 def _set_search_parameters(index: faiss.Index, spec: IndexSpec) -> None:
     if spec.type == "hnsw":
         faiss.downcast_index(index.index).hnsw.efSearch = spec.ef_search
-    elif spec.type == "ivf":
+    elif spec.type in ("ivf", "ivfpq"):
         index.nprobe = spec.nprobe
 
 
@@ -270,7 +339,7 @@ class EmbeddingIndex:
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) != len(records):
             raise ValueError(f"expected embeddings of shape ({len(records)}, d); got {embeddings.shape}")
-        spec = spec.resolve(len(embeddings))
+        spec = spec.resolve(len(embeddings), embeddings.shape[1])
         ids = np.arange(len(embeddings), dtype=np.int64)
         started = time.perf_counter()
         index = _new_faiss_index(spec, embeddings, ids)
@@ -279,7 +348,7 @@ class EmbeddingIndex:
 
     def reindex(self, spec: IndexSpec) -> None:
         """Rebuild the FAISS index as type ``spec`` in place: the same images, ids and metadata."""
-        self.spec = spec.resolve(len(self))
+        self.spec = spec.resolve(len(self), self.dim)
         self.faiss_index = _new_faiss_index(self.spec, self.vectors, self.ids)
         self.version += 1
 
@@ -287,6 +356,12 @@ class EmbeddingIndex:
     def dim(self) -> int:
         """Embedding size d."""
         return self.faiss_index.d
+
+    def _changed(self) -> None:
+        """After images were added or removed: a new version, and the values derived from the old one dropped."""
+        self.version += 1
+        for name in ("fingerprint", "_present_classes", "_label_by_id"):
+            self.__dict__.pop(name, None)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -322,8 +397,14 @@ class EmbeddingIndex:
         k : int
             Number of results per query, at least 1; rows are padded with id -1 beyond ``len(self)``.
         ef_search, nprobe : int, optional
-            For this call only, how hard an HNSW (``efSearch``) or IVF (``nprobe``) index searches (FAISS
+            For this call only, how hard an HNSW (``efSearch``) or IVF / IVF-PQ (``nprobe``) index searches (FAISS
             ``SearchParametersHNSW`` / ``SearchParametersIVF``); default the index's spec. Ignored by other types.
+
+        Returns
+        -------
+        SearchResult
+            Of shape (n_queries, k). An IVF-PQ index's candidates are re-ranked by their exact inner products,
+            so its scores, like every other type's, are the cosine similarities of the stored embeddings.
 
         Raises
         ------
@@ -335,18 +416,129 @@ class EmbeddingIndex:
             raise ValueError(f"queries must have shape (n_queries, {self.dim}); got {queries.shape}")
         if k < 1:
             raise ValueError(f"k must be at least 1; got {k}")
-        params = None
-        if self.spec.type == "hnsw" and ef_search is not None:
-            params = faiss.SearchParametersHNSW(efSearch=int(ef_search))
-        elif self.spec.type == "ivf" and nprobe is not None:
-            params = faiss.SearchParametersIVF(nprobe=int(nprobe))
-        scores, ids = self.faiss_index.search(queries, k, params=params)
+        return self._search(queries, k, self._parameters(ef_search=ef_search, nprobe=nprobe))
+
+    def _parameters(
+        self, *, ef_search: int | None = None, nprobe: int | None = None, selector: faiss.IDSelector | None = None
+    ) -> faiss.SearchParameters | None:
+        """FAISS search parameters for one call: search effort and an id filter; None for the index's own."""
+        options = {"sel": selector} if selector is not None else {}
+        if self.spec.type == "hnsw":
+            if ef_search is not None:
+                options["efSearch"] = int(ef_search)
+            return faiss.SearchParametersHNSW(**options) if options else None
+        if self.spec.type in ("ivf", "ivfpq"):
+            options["nprobe"] = int(self.spec.nprobe if nprobe is None else nprobe)
+            return faiss.SearchParametersIVF(**options)
+        return faiss.SearchParameters(**options) if options else None
+
+    def _search(self, queries: np.ndarray, k: int, params: faiss.SearchParameters | None) -> SearchResult:
+        with _threads(1 if len(queries) < PARALLEL_QUERIES else None):
+            if self.spec.type == "ivfpq":
+                candidates = min(k * self.spec.k_factor, max(len(self), k))
+                ids = self.faiss_index.search(queries, candidates, params=params)[1]
+                scores, ids = self._rerank(queries, ids, k)
+            else:
+                scores, ids = self.faiss_index.search(queries, k, params=params)
         found = ids >= 0
         rows = np.full_like(ids, -1)
         if found.any():
             rows[found] = self.rows_of(ids[found])
         labels = np.where(found, self.labels[np.maximum(rows, 0)] if len(self) else -1, -1)
         return SearchResult(scores=scores, ids=ids, rows=rows, labels=labels)
+
+    def _rerank(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and ids of shape (n_queries, k): the candidates ``ids`` (-1 for none) ordered by their exact
+        inner products with ``queries``, computed from the stored (memory-mapped) embeddings."""
+        found = ids >= 0
+        rows = np.zeros_like(ids)
+        rows[found] = self.rows_of(ids[found])
+        order = np.argsort(rows, axis=None, kind="stable")  # read the file in order, once per row
+        candidates = np.empty((ids.size, self.dim), np.float32)
+        candidates[order] = self.vectors[rows.ravel()[order]]
+        exact = np.einsum("qkd,qd->qk", candidates.reshape(*ids.shape, self.dim), queries)
+        exact = np.where(found, exact, NO_SCORE)
+        best = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        scores = np.take_along_axis(exact, best, axis=1)
+        ids = np.take_along_axis(ids, best, axis=1)
+        if best.shape[1] < k:  # fewer candidates than k (a tiny index): pad as FAISS does
+            pad = ((0, 0), (0, k - best.shape[1]))
+            ids, scores = np.pad(ids, pad, constant_values=-1), np.pad(scores, pad, constant_values=NO_SCORE)
+        return scores.astype(np.float32), ids
+
+    def nearest_classes(self, queries: np.ndarray, top: int, *, found: SearchResult | None = None) -> SearchResult:
+        """Each query's ``top`` most similar classes, each represented by its most similar indexed image.
+
+        A class's score is the similarity of its best image. Classes are taken in the order of their first
+        image among the query's neighbors (``found``, else a search of depth ``top``); while fewer than ``top``
+        have appeared, the index is searched again with the classes already found filtered out (a FAISS
+        ``IDSelectorBitmap`` over the ids), so that every round ranks the next classes. With an exact index this
+        is exactly the ranking of every class by the maximum similarity of its images (brute force over all
+        vectors, which ``tests/test_search_classes.py`` compares it with); with an approximate one it is as
+        good as the index's recall.
+
+        Parameters
+        ----------
+        queries : float32 ndarray of shape (n_queries, d), L2-normalised
+        top : int
+            Number of classes per query, at least 1.
+        found : SearchResult, optional
+            This index's answer for ``queries`` at any depth (e.g. the top-k neighbors already searched):
+            when it holds ``top`` classes, no further search is made.
+
+        Returns
+        -------
+        SearchResult of shape (n_queries, top)
+            The best image of each class, most similar class first; id -1 beyond the classes that have images.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if found is None:
+            found = self.search(queries, top)
+        shape = (len(queries), top)
+        out = SearchResult(
+            scores=np.full(shape, -np.inf, np.float32),
+            ids=np.full(shape, -1, np.int64),
+            rows=np.full(shape, -1, np.int64),
+            labels=np.full(shape, -1, np.int64),
+        )
+        depth = max(top, found.ids.shape[1])
+        for q in range(len(queries)):
+            result, row, taken = found, q, 0
+            while True:
+                ((positions, _),) = nearest_classes(result.labels[row : row + 1], top=top - taken)
+                for field in ("scores", "ids", "rows", "labels"):
+                    getattr(out, field)[q, taken : taken + len(positions)] = getattr(result, field)[row, positions]
+                taken += len(positions)
+                if taken == top or len(positions) == 0 or taken >= self._present_classes:
+                    break
+                selector, bitmap = self._selector_without(out.labels[q, :taken])
+                params = self._parameters(
+                    ef_search=FILTERED_EFFORT * max(self.spec.ef_search, depth),
+                    nprobe=FILTERED_EFFORT * self.spec.nprobe,
+                    selector=selector,
+                )
+                result, row = self._search(queries[q : q + 1], depth, params), 0
+                del bitmap  # kept alive until here: the selector reads it during the search
+        return out
+
+    @cached_property
+    def _present_classes(self) -> int:
+        return len(np.unique(self.labels))
+
+    @cached_property
+    def _label_by_id(self) -> np.ndarray:
+        """Class of each id in 0 .. next_id - 1, -1 for ids no longer indexed: int64 ndarray of shape (next_id,)."""
+        labels = np.full(self.next_id, -1, dtype=np.int64)
+        labels[self.ids] = self.labels
+        return labels
+
+    def _selector_without(self, classes: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
+        """A FAISS selector of the ids of every class but ``classes``, and the bitmap it reads (keep it alive)."""
+        allowed = np.ones(len(self.class_names) + 1, dtype=bool)
+        allowed[classes] = False
+        allowed[-1] = False  # ids no longer indexed
+        bitmap = np.packbits(allowed[self._label_by_id], bitorder="little")
+        return faiss.IDSelectorBitmap(self.next_id, faiss.swig_ptr(bitmap)), bitmap
 
     def hit(self, row: int, score: float) -> Hit:
         """The :class:`Hit` for the image at ``row``, at similarity ``score``."""
@@ -383,8 +575,7 @@ class EmbeddingIndex:
         self.records += list(records)
         self.labels = np.concatenate([self.labels, self._codes(records)])
         self.next_id += len(records)
-        self.version += 1
-        self.__dict__.pop("fingerprint", None)
+        self._changed()
         return ids
 
     def remove(self, ids: Sequence[int] | np.ndarray) -> None:
@@ -404,8 +595,7 @@ class EmbeddingIndex:
             self.faiss_index.remove_ids(faiss.IDSelectorArray(self.ids[rows]))
         self.vectors, self.ids, self.labels = self.vectors[keep], self.ids[keep], self.labels[keep]
         self.records = [r for r, kept in zip(self.records, keep) if kept]
-        self.version += 1
-        self.__dict__.pop("fingerprint", None)
+        self._changed()
 
     def recall_at_k(self, k: int = 10, *, queries: int = 1000, seed: int = 0) -> tuple[float, float, float]:
         """Recall@k of this index against exact search, with stored embeddings as queries.
@@ -433,10 +623,12 @@ class EmbeddingIndex:
         exact = faiss.IndexFlatIP(self.dim)
         exact.add(self.vectors)
         timings, results = [], []
-        for index in (self.faiss_index, exact):
-            index.search(sample[:1], k)  # warm-up: thread pool, caches
+        searches = (lambda q: self.search(q, k).ids, lambda q: exact.search(q, k)[1])  # IVF-PQ: with re-ranking
+        for search in searches:
+            search(sample[:1])  # warm-up: thread pool, caches
             started = time.perf_counter()
-            results.append(np.concatenate([index.search(q[None], k)[1] for q in sample]))
+            with _threads(1):  # one query per call, as the app searches (see PARALLEL_QUERIES)
+                results.append(np.concatenate([search(q[None]) for q in sample]))
             timings.append(1000 * (time.perf_counter() - started) / max(n, 1))
         found, truth = results[0], self.ids[results[1]]
         recall = knn_intersection_measure(found, truth) if n else 1.0
@@ -461,7 +653,7 @@ class EmbeddingIndex:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> EmbeddingIndex:
-        """Read an index written by :meth:`save`.
+        """Read an index written by :meth:`save`; the embeddings are memory-mapped (read-only), not read.
 
         Raises
         ------
@@ -481,7 +673,7 @@ class EmbeddingIndex:
         except RuntimeError as error:
             raise ValueError(f"cannot read FAISS index {index_path}: {error}") from error
         try:
-            vectors = np.load(vectors_path, allow_pickle=False)
+            vectors = np.load(vectors_path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as error:
             raise ValueError(f"cannot read embeddings {vectors_path}: {error}") from error
         try:

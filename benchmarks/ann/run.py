@@ -1,0 +1,262 @@
+"""Approximate nearest neighbor search on real embeddings: recall@10 against ms/query, memory, build time, and
+the query latency of the whole answer.
+
+Data (``build_embeddings.py`` writes it first): the four art sets' ~7,100 images, each embedded in ``V`` views
+(view 0 as it is, the others with query-like augmentations) by a trained bundle. 3 % of the images (seeded) are
+held out: their augmented views are the queries, so no query has an embedding of itself, or of another view of
+its own image, in the base set; the base set is every view of the other images (about 206,000 for V = 30).
+
+The 1M set keeps the real set and adds derived vectors, each a random point between two real views of the same
+image, plus noise, renormalised: ``normalise((1 - t) x_a + t x_b + e)``, ``t ~ U(0, 1)``, ``e ~ N(0, s^2 / d)``
+per dimension with ``s = 0.25 |x_a - x_b|``. It is as if each image had been photographed in about five times as
+many ways: images, characters and art sets stay where the real embeddings put them and only grow denser, which
+is what makes a larger collection harder for an ANN index (more near-ties around each query).
+
+Ground truth is exact inner-product search (FAISS ``IndexFlatIP``); recall@10 is the share of the exact top 10
+found in the index's top 10 (``faiss.contrib.evaluation.knn_intersection_measure``). Times are milliseconds per
+query, one query per call in one thread, through ``EmbeddingIndex.search`` (IVF-PQ includes its exact re-ranking
+from the memory-mapped ``vectors.npy``). Memory per vector is the FAISS index file's size per vector (IVF-PQ
+also reads ``vectors.npy``, 4 d bytes per vector, memory-mapped). Then the latency of the full answer (image file
+-> probabilities, nearest characters, neighbors, k-NN vote, centroids; ``Bundle.query_files``) at 100k and 1M,
+with the agreement of the nearest characters with the exact (brute-force) class ranking.
+
+    python benchmarks/ann/build_embeddings.py --bundle BUNDLE    # once; cached in ~/.cache/lookalike/ann
+    python benchmarks/ann/run.py [--only curves,latency] [--sizes real,1000000]
+
+Each time is given twice: wall clock, and the CPU time of this process (``time.process_time``), which a busy
+machine inflates much less than the wall clock (on 2 cores at load 20 the wall clock was 15x the CPU time).
+
+Results go to ``benchmarks/ann/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+from build_embeddings import DEFAULT_OUT, view_path
+from faiss.contrib.evaluation import knn_intersection_measure
+from lookalike.data import ImageRecord
+from lookalike.index import EmbeddingIndex, IndexSpec
+
+RESULTS = Path(__file__).with_name("results.json")
+#: Index sizes of the full-answer latency targets.
+LATENCY_SMALL, LATENCY_LARGE = 100_000, 1_000_000
+HELD_OUT = 0.03
+K = 10
+#: IVF-PQ re-ranking depths swept (candidates per result), on the same index.
+K_FACTORS = (4, 16)
+#: Knob values swept per index type (stopped once recall@10 reaches 0.995).
+SWEEPS = {
+    "flat": ("ef_search", (None,)),
+    "hnsw": ("ef_search", (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)),
+    "ivf": ("nprobe", (4, 8, 16, 32, 64, 128)),
+    "ivfpq": ("nprobe", (4, 8, 16, 32, 64, 128)),
+}
+
+
+def load_real(cache: Path, seed: int = 0) -> dict:
+    """The cached views: base vectors, their image and class per row, and the held-out queries."""
+    meta = json.loads((cache / "images.json").read_text())
+    views = [np.load(view_path(cache, v)) for v in range(meta["views"]) if view_path(cache, v).is_file()]
+    n_images = len(meta["images"])
+    labels = [image["label"] for image in meta["images"]]
+    names = sorted(set(labels))
+    image_class = np.array([names.index(label) for label in labels])
+    held = np.zeros(n_images, bool)
+    held[np.random.default_rng(seed).choice(n_images, round(HELD_OUT * n_images), replace=False)] = True
+    stacked = np.stack(views)  # (V, n_images, d)
+    base = stacked[:, ~held].reshape(-1, stacked.shape[-1])
+    base_image = np.tile(np.flatnonzero(~held), len(views))
+    queries = stacked[1:, held].reshape(-1, stacked.shape[-1])
+    query_image = np.tile(np.flatnonzero(held), len(views) - 1)
+    return {
+        "meta": meta,
+        "class_names": names,
+        "base": np.ascontiguousarray(base),
+        "base_image": base_image,
+        "image_class": image_class,
+        "queries": np.ascontiguousarray(queries),
+        "query_image": query_image,
+        "views": len(views),
+    }
+
+
+def derive(base: np.ndarray, base_image: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n - len(base)`` derived vectors (see the module docstring) appended to ``base``, and the image of each."""
+    extra = max(n - len(base), 0)
+    by_image = np.argsort(base_image, kind="stable")
+    starts = np.searchsorted(base_image[by_image], base_image)  # first row (in by_image) of each row's image
+    counts = np.bincount(base_image)[base_image]
+    a = rng.integers(0, len(base), extra)
+    b = by_image[starts[a] + rng.integers(0, counts[a])]
+    t = rng.random((extra, 1), dtype=np.float32)
+    mixed = (1 - t) * base[a] + t * base[b]
+    spread = 0.25 * np.linalg.norm(base[a] - base[b], axis=1, keepdims=True)
+    mixed += spread * rng.standard_normal(mixed.shape, dtype=np.float32) / np.sqrt(base.shape[1])
+    mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
+    return np.concatenate([base, mixed]), np.concatenate([base_image, base_image[a]])
+
+
+def exact_top(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(base)
+    return index.search(queries, k)[1]
+
+
+def records_for(images: np.ndarray, real: dict, names: list[str]) -> list[ImageRecord]:
+    """One record per row (shared by the rows of an image): the image's file and its class in ``names``."""
+    meta = real["meta"]["images"]
+    shared = [ImageRecord(Path(m["path"]), names[c], "train") for m, c in zip(meta, real["image_class"])]
+    return [shared[i] for i in images]
+
+
+def index_bytes(index: EmbeddingIndex) -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "index.faiss"
+        faiss.write_index(index.faiss_index, str(path))
+        return path.stat().st_size
+
+
+def sweep(index: EmbeddingIndex, queries: np.ndarray, truth: np.ndarray, knob: str, values) -> list[dict]:
+    rows = []
+    for value in values:
+        options = {} if value is None else {knob: value}
+        index.search(queries[:1], K, **options)  # warm-up
+        started, cpu = time.perf_counter(), time.process_time()
+        found = np.concatenate([index.search(q[None], K, **options).ids for q in queries])
+        ms = 1000 * (time.perf_counter() - started) / len(queries)
+        cpu_ms = 1000 * (time.process_time() - cpu) / len(queries)
+        recall = knn_intersection_measure(found, truth)
+        rows.append({knob: value, "recall_at_10": recall, "ms_per_query": ms, "cpu_ms_per_query": cpu_ms})
+        print(f"    {knob}={value}: recall@10 {recall:.4f}, {ms:.3f} ms/query ({cpu_ms:.3f} ms CPU)", flush=True)
+        if recall >= 0.995:
+            break
+    return rows
+
+
+def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, specs, keep: IndexSpec | None = None):
+    """Recall@10 against ms/query for each spec, on ``base`` (a memory-mapped file, as a loaded bundle's).
+
+    Returns the rows for results.json and the index built with spec ``keep`` (None if not asked for).
+    """
+    started = time.perf_counter()
+    truth = exact_top(base, queries, K)
+    print(f"  exact top-{K} of {len(queries)} queries (batched): {time.perf_counter() - started:.1f} s", flush=True)
+    out, kept = [], None
+    for spec in specs:
+        started = time.perf_counter()
+        index = EmbeddingIndex.build(base, records, names, spec=spec)
+        build = time.perf_counter() - started
+        size = index_bytes(index)
+        print(f"  {index.spec.factory_string()}: built in {build:.0f} s, {size / len(base):.0f} B/vector", flush=True)
+        knob, values = SWEEPS[index.spec.type]
+        for k_factor in K_FACTORS if spec.type == "ivfpq" else (spec.k_factor,):
+            index.spec = replace(index.spec, k_factor=k_factor)
+            if spec.type == "ivfpq":
+                print(f"   k_factor {k_factor}:")
+            out.append(
+                {
+                    "spec": index.spec.to_dict(),
+                    "factory": index.spec.factory_string(),
+                    "build_s": build,
+                    "bytes_per_vector": size / len(base),
+                    "sweep": sweep(index, queries, truth, knob, values),
+                }
+            )
+        if spec == keep:
+            kept = index
+        del index
+    return out, kept
+
+
+def specs_for(n: int) -> list[IndexSpec]:
+    nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
+    hnsw = [IndexSpec(type="hnsw", hnsw_m=m) for m in ((16, 32) if n < 50_000 else (32,))]
+    return [IndexSpec(type="flat"), *hnsw, IndexSpec(type="ivf", nlist=nlist), IndexSpec(type="ivfpq", nlist=nlist)]
+
+
+def as_file(vectors: np.ndarray, folder: Path) -> np.ndarray:
+    """``vectors`` written to ``folder/vectors.npy`` and memory-mapped, as ``EmbeddingIndex.load`` does."""
+    path = folder / "vectors.npy"
+    np.save(path, vectors)
+    return np.load(path, mmap_mode="r")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_OUT, help="where build_embeddings.py wrote the views")
+    parser.add_argument("--only", default="curves,latency", help="comma-separated parts to run")
+    parser.add_argument("--sizes", default="real,1000000", help="index sizes: 'real' (all real base vectors) or n")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--bundle", type=Path, help="bundle for the latency part (default: the one that embedded)")
+    parser.add_argument(
+        "--latency-sizes",
+        default=f"{LATENCY_SMALL},{LATENCY_LARGE}",
+        help="SMALL,LARGE: full-answer latency on SMALL real vectors (flat and HNSW) and on the LARGE curves' HNSW",
+    )
+    args = parser.parse_args()
+    small, large = map(int, args.latency_sizes.split(","))
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
+    real = load_real(args.cache)
+    rng = np.random.default_rng(0)
+    queries = real["queries"][rng.choice(len(real["queries"]), min(args.queries, len(real["queries"])), replace=False)]
+    print(
+        f"real set: {len(real['base']):,} base vectors ({real['views']} views of "
+        f"{len(set(real['base_image'].tolist())):,} images, {len(real['class_names'])} characters), "
+        f"{len(real['queries']):,} held-out query views ({len(queries)} used)",
+        flush=True,
+    )
+    results["data"] = {
+        "base_real": len(real["base"]),
+        "views": real["views"],
+        "images": len(real["meta"]["images"]),
+        "characters": len(real["class_names"]),
+        "queries": len(queries),
+        "bundle": real["meta"]["bundle"],
+    }
+    sizes = [len(real["base"]) if s == "real" else int(s) for s in args.sizes.split(",")]
+    parts = args.only.split(",")
+    latency = None
+    if "latency" in parts:
+        from latency import Latency
+
+        latency = Latency(real, args.bundle or Path(real["meta"]["bundle"]))
+        results.setdefault("latency", {})
+        n = small
+        base, images = real["base"][:n], real["base_image"][:n]
+        with tempfile.TemporaryDirectory(dir=args.cache) as folder:
+            mapped = as_file(base, Path(folder))
+            for spec in (IndexSpec(), IndexSpec(type="hnsw")):
+                results["latency"][f"{n}-{spec.type}"] = latency.measure(mapped, images, spec)
+        RESULTS.write_text(json.dumps(results, indent=2))
+    results.setdefault("curves", {})
+    for n in sizes:
+        base, images = derive(real["base"], real["base_image"], n, np.random.default_rng(1))
+        base, images = base[:n], images[:n]
+        print(f"{n:,} vectors:", flush=True)
+        with tempfile.TemporaryDirectory(dir=args.cache) as folder:
+            mapped = as_file(base, Path(folder))
+            keep = IndexSpec().resolve(n, base.shape[1]) if latency and n == large else None
+            if "curves" in parts:
+                records = records_for(images, real, real["class_names"])
+                results["curves"][str(n)], index = curves(
+                    mapped, records, real["class_names"], queries, specs_for(n), keep
+                )
+            RESULTS.write_text(json.dumps(results, indent=2))
+            if keep is not None:
+                results["latency"][f"{n}-{keep.type}"] = latency.measure(mapped, images, keep, index=index)
+                RESULTS.write_text(json.dumps(results, indent=2))
+    print(f"results written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
