@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .search import EmbeddingIndex, SearchResult
+if TYPE_CHECKING:  # search.py imports this module for its class ranking
+    from .search import EmbeddingIndex, SearchResult
 
 
 def knn_vote(labels: np.ndarray, scores: np.ndarray, n_classes: int, *, weighted: bool = True) -> np.ndarray:
@@ -89,6 +92,8 @@ def indexed_neighbors(index: EmbeddingIndex, *, k: int = 10, batch_size: int = 4
     ValueError
         ``k`` < 1.
     """
+    from .search import SearchResult  # here, not at the top: search.py imports this module
+
     if k < 1:
         raise ValueError(f"k must be at least 1; got {k}")
     n = len(index)
