@@ -268,13 +268,16 @@ def search_process(bundle_path: Path, repeats: int = 3) -> dict:
     return results
 
 
-def runtimes(bundle_path: Path) -> dict:
-    """Throughput of each runtime and of Keras on the shared images; whole-process add against plain Keras."""
+def runtimes(bundle_path: Path, limit: int | None = None) -> dict:
+    """Throughput of each runtime and of Keras on the shared images (every ``limit``-th share of them when given),
+    and whole-process ``add`` of wesnoth_units (the same share) against the plain Keras script."""
     from lookalike.embedder import load_embedder
     from lookalike.embedder.runtime import PRECISIONS
 
     bundle = Bundle.load(bundle_path)
     paths = find_images([SHARED / "wesnoth_units", SHARED / "freedroidrpg"])
+    step = max(1, len(paths) // limit) if limit else 1
+    paths = paths[::step]
     results = {"images": len(paths), "chosen": bundle.precision, "throughput": {}}
     for precision in PRECISIONS:
         embedder = load_embedder(bundle_path, precision=precision)
@@ -286,9 +289,12 @@ def runtimes(bundle_path: Path) -> dict:
     keras = results["throughput"]["keras"]
     for name, speed in results["throughput"].items():
         print(f"{len(paths)} shared images, {name}: {speed:.0f} img/s ({speed / keras:.2f}x Keras predict)")
-    folder = SHARED / "wesnoth_units"
-    count = len(find_images([folder]))
     with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "images"  # symbolic links to the share of wesnoth_units (new to the bundle)
+        for i, source in enumerate(find_images([SHARED / "wesnoth_units"])[::step]):
+            (folder / source.parent.name).mkdir(parents=True, exist_ok=True)
+            (folder / source.parent.name / f"{i:05d}{source.suffix}").symlink_to(source)
+        count = len(find_images([folder]))
         copy = Path(scratch) / "copy.bundle"
         bundle.save(copy)
         add_mb, add_s = _process([*LOOKALIKE, "add", str(copy), str(folder)], _runtime_env(None))
@@ -314,6 +320,7 @@ def main() -> None:
     parser.add_argument(
         "--only", default="throughput,latency,ann,memory,search,runtimes", help="comma-separated parts to run"
     )
+    parser.add_argument("--limit", type=int, help="runtimes: about this many of the shared images (default: all)")
     args = parser.parse_args()
     parts = args.only.split(",")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -329,7 +336,7 @@ def main() -> None:
     if "search" in parts:
         results["search"] = search_process(args.bundle)
     if "runtimes" in parts:
-        results["runtimes"] = runtimes(args.bundle)
+        results["runtimes"] = runtimes(args.bundle, args.limit)
     results["peak_rss_mb_of_this_run"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     RESULTS.write_text(json.dumps(results, indent=2))
     print(f"results written to {RESULTS}")
