@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..data.files import write_array, write_atomic
-from ..embedder import Embedder, EmbedderConfig
+from ..embedder.config import EmbedderConfig
 from ..index.label_audit import Audit, audit
 from ..index.search import EmbeddingIndex
 from .bundle import Bundle
@@ -31,6 +31,8 @@ def frozen_features(
         Positions in ``paths`` of the files that could be read.
     failures : tuple of DecodeFailure
     """
+    from ..embedder.model import Embedder  # TensorFlow, only when the features are not cached
+
     size = bundle.embedder.config.image_size
     encoder = Embedder.build(EmbedderConfig(image_size=size, fine_tune_blocks=0), bundle.class_names, weights=weights)
     encoded = encoder.encode_files(paths, progress=progress)

@@ -6,7 +6,9 @@ Layout of a bundle directory::
                      SHA-256 of the files below (verified on load); written last
     model.keras      the classifier (Keras v3 format), loaded with safe_mode
     embedder.json    the embedder's configuration and class names
+    softmax.npz      the softmax layer's kernel and bias (evaluation without Keras)
     inference.tflite the embedder exported to LiteRT, checked against Keras (absent where LiteRT is missing)
+    inference-int8.tflite  the same, full-integer quantized (see :mod:`lookalike.bundle.precision`)
     index.faiss      the FAISS index (flat, HNSW or IVF; ids are the images' stable ids)
     vectors.npy      the embeddings, by row (float32, n x d)
     metadata.json    id, path, label and split of every indexed image, by row; the index type and parameters
@@ -21,6 +23,10 @@ Layout of a bundle directory::
 Writing is atomic and checksummed (:mod:`lookalike.bundle.storage`); the manifest is a typed
 :class:`~lookalike.bundle.manifest.Manifest`. Loading never runs code from the bundle: no pickle, JSON and NumPy
 files without pickles, a FAISS index, and the Keras model loaded with ``safe_mode=True``.
+
+A loaded bundle answers with the runtime its manifest's ``precision`` names (LiteRT or OpenVINO, see
+:mod:`lookalike.embedder.runtime`) and never imports TensorFlow; :attr:`Bundle.keras_embedder` loads the Keras
+model on first use (training, Grad-CAM), and is the fallback where no runtime can run.
 """
 
 from __future__ import annotations
@@ -40,15 +46,23 @@ import numpy as np
 
 from ..data import Dataset, DecodeFailure, load_image
 from ..data.thumbnails import PACK_FILES, ThumbnailPack, make_thumbnails
-from ..embedder import Embedder, EmbedderConfig, train
-from ..embedder.model import CONFIG_FILE, MODEL_FILE, RUNTIME_FILE
-from ..embedder.runtime import RuntimeUnavailable, export_litert
-from ..index.classifiers import NearestCentroidClassifier
+from ..embedder.config import EmbedderConfig
+from ..embedder.inference import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    SOFTMAX_FILE,
+    RuntimeEmbedder,
+    load_embedder,
+    write_softmax,
+)
+from ..embedder.runtime import RUNTIME_FILES, RuntimeUnavailable, export_litert
+from ..index.centroids import ClassCentroids
 from ..index.neighbors import knn_vote
 from ..index.open_set import DEFAULT_QUANTILE, OpenSetCalibration, calibrate
 from ..index.projection import EmbeddingMap, MapConfig, compute_map, load_map, place_queries, save_map
 from ..index.search import INDEX_FILE, METADATA_FILE, VECTORS_FILE, EmbeddingIndex, Hit, IndexSpec
 from .manifest import Manifest
+from .precision import export_runtimes
 from .storage import BundleError, link_or_copy, read_manifest, write_bundle
 
 logger = logging.getLogger(__name__)
@@ -58,7 +72,7 @@ SKIPPED_FILE = "skipped.csv"
 #: Files whose SHA-256 the manifest records and loading verifies.
 CHECKED_FILES = (MODEL_FILE, CONFIG_FILE, INDEX_FILE, VECTORS_FILE, METADATA_FILE)
 #: Files of the embedder, unchanged by adding or removing images (linked, not rewritten, when such a bundle is saved).
-EMBEDDER_FILES = (MODEL_FILE, CONFIG_FILE, RUNTIME_FILE)
+EMBEDDER_FILES = (MODEL_FILE, CONFIG_FILE, SOFTMAX_FILE, *dict.fromkeys(RUNTIME_FILES.values()))
 
 
 @dataclass(frozen=True)
@@ -134,13 +148,15 @@ class Bundle:
 
     Attributes
     ----------
-    embedder : Embedder
+    embedder : RuntimeEmbedder or Embedder
+        What answers queries: the exported runtime of a loaded bundle (no TensorFlow), the Keras embedder of a
+        bundle just trained or where no runtime can run.
     index : EmbeddingIndex
     manifest : Manifest
         What :meth:`save` writes to ``manifest.json``.
     """
 
-    def __init__(self, embedder: Embedder, index: EmbeddingIndex, manifest: Manifest, *, log_dir: Path | None = None):
+    def __init__(self, embedder, index: EmbeddingIndex, manifest: Manifest, *, log_dir: Path | None = None):
         if embedder.embedding_dim != index.dim:
             raise BundleError(
                 f"the embedder produces {embedder.embedding_dim}-d embeddings but the index holds {index.dim}-d vectors"
@@ -155,9 +171,37 @@ class Bundle:
         #: The directory this bundle was loaded from or last saved to; None before that.
         self.path: Path | None = None
         self._maps: dict[MapConfig, EmbeddingMap] = {}
-        self._centroids: tuple[int, tuple[NearestCentroidClassifier, np.ndarray]] | None = None
+        self._centroids: tuple[int, tuple[ClassCentroids, np.ndarray]] | None = None
         self._log_files: tempfile.TemporaryDirectory | None = None  # owns log_dir when training made it
         self._thumbnails: ThumbnailPack | None = None
+        self._keras_embedder = None if isinstance(embedder, RuntimeEmbedder) else embedder
+
+    @property
+    def keras_embedder(self):
+        """The Keras :class:`~lookalike.embedder.Embedder` (imports TensorFlow): :attr:`embedder` when that is the
+        Keras one, else loaded from the bundle directory on first use and kept. For what needs the model itself:
+        training, fine-tuning, exporting, Grad-CAM (``keras_embedder.classifier``, ``.encoder(layer)``).
+
+        Raises
+        ------
+        BundleError
+            The bundle has not been saved or loaded, or its ``model.keras`` cannot be read.
+        """
+        if self._keras_embedder is None:
+            if self.path is None:
+                raise BundleError("this bundle has no Keras model to load: it was never saved")
+            from ..embedder.model import Embedder
+
+            try:
+                self._keras_embedder = Embedder.load(self.path)
+            except (OSError, ValueError, zipfile.BadZipFile) as error:
+                raise BundleError(f"cannot load the Keras model of {self.path}: {error}") from error
+        return self._keras_embedder
+
+    @property
+    def precision(self) -> str:
+        """The precision :attr:`embedder` computes in (``fp32``, ``bf16`` or ``int8``; Keras is fp32)."""
+        return getattr(self.embedder, "precision", "fp32")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -166,23 +210,23 @@ class Bundle:
         return self.index.class_names
 
     @property
-    def centroids(self) -> tuple[NearestCentroidClassifier, np.ndarray]:
-        """Nearest-centroid classifier over all indexed images, and each class's most typical image (its row).
+    def centroids(self) -> tuple[ClassCentroids, np.ndarray]:
+        """The class centroids of all indexed images, and each class's most typical image (its row).
 
         Computed once per state of the index (recomputed after images are added or removed).
 
         Returns
         -------
-        classifier : NearestCentroidClassifier
-            ``classes_`` are class indices.
+        centroids : ClassCentroids
+            One centroid per class index (its ``similarities`` rank the nearest centroids).
         typical_rows : int64 ndarray of shape (n_classes,)
             Row of the image most similar to its class centroid; -1 for a class with no image.
         """
         if self._centroids is not None and self._centroids[0] == self.index.version:
             return self._centroids[1]
         embeddings, labels = self.index.vectors, self.index.labels
-        classifier = NearestCentroidClassifier(classes=np.arange(len(self.class_names))).fit(embeddings, labels)
-        similarity = np.einsum("nd,nd->n", embeddings, classifier.centroids_[labels])
+        classifier = ClassCentroids.fit(embeddings, labels, len(self.class_names))
+        similarity = np.einsum("nd,nd->n", embeddings, classifier.centroids[labels])
         typical = np.full(len(self.class_names), -1, dtype=np.int64)
         order = np.lexsort((-similarity, labels))  # by class, most similar first
         first = order[np.r_[True, labels[order][1:] != labels[order][:-1]]] if len(order) else order
@@ -229,6 +273,8 @@ class Bundle:
         BackboneWeightsError
             The backbone weights cannot be found.
         """
+        from ..embedder.training import train
+
         records = dataset.records
         logs = tempfile.TemporaryDirectory(prefix="lookalike-logs-")  # removed with the bundle object
         log_dir = Path(logs.name)
@@ -435,12 +481,21 @@ class Bundle:
         """
         return self.query(*self.embed_files(paths), **options)
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, *, precision: str | None = None) -> Path:
         """Write the bundle to ``directory`` atomically, replacing a bundle already there.
 
-        The bundle object is unchanged apart from ``path`` and ``manifest``: it keeps answering with the
-        runtime it had (a loaded bundle answers with the exported LiteRT model; :meth:`load` the saved bundle to
-        use it after training).
+        A bundle saved for the first time gets its Keras model, its fp32 LiteRT export and the reduced-precision
+        runtimes, measured against fp32 on the held-out images (:mod:`lookalike.bundle.precision`). A bundle
+        saved again (after ``add``, ``remove``, ``reindex``) links the embedder's files unchanged. The bundle
+        object is unchanged apart from ``path`` and ``manifest``: it keeps answering with the embedder it had
+        (:meth:`load` the saved bundle to use the chosen runtime after training).
+
+        Parameters
+        ----------
+        directory : path-like
+        precision : str, optional
+            One of ``auto``, ``fp32``, ``bf16``, ``int8``: export and measure the runtimes again and use this
+            one (``auto``: the fastest that passes). Default: ``auto`` for a new bundle, else keep the choice.
 
         Returns
         -------
@@ -451,20 +506,33 @@ class Bundle:
         ------
         BundleError
             ``directory`` exists, is not empty and is not a bundle (it is never replaced then).
+        ValueError
+            ``precision`` is unknown or cannot run here.
         """
 
         def fill(staging: Path) -> Manifest:
-            if self.path is not None and (self.path / MODEL_FILE).is_file():
+            changes = {}
+            saved = self.path is not None and (self.path / MODEL_FILE).is_file()
+            if saved:
                 # The embedder is the one saved there (it never changes within a bundle): link its files.
-                for name in EMBEDDER_FILES:
+                keep = (
+                    EMBEDDER_FILES
+                    if precision is None
+                    else (MODEL_FILE, CONFIG_FILE, SOFTMAX_FILE, RUNTIME_FILES["fp32"])
+                )
+                for name in keep:
                     if (self.path / name).is_file():
                         link_or_copy(self.path / name, staging / name)
             else:
-                self.embedder.save(staging)
+                self.keras_embedder.save(staging)
                 try:
-                    export_litert(self.embedder, staging / RUNTIME_FILE)
+                    export_litert(self.keras_embedder, staging / RUNTIME_FILES["fp32"])
                 except RuntimeUnavailable as error:
                     logger.warning("no fast inference runtime in this bundle (%s); Keras will be used", error)
+            if (not saved or precision is not None) and (staging / RUNTIME_FILES["fp32"]).is_file():
+                if not (staging / SOFTMAX_FILE).is_file():  # a bundle from before softmax.npz
+                    write_softmax(staging, *self.keras_embedder.softmax_weights())
+                changes["precision"] = export_runtimes(self.keras_embedder, staging, self.index, precision or "auto")
             self.index.save(staging)
             self._write_thumbnails(staging)
             if self.log_dir is not None and self.log_dir.is_dir():
@@ -479,9 +547,11 @@ class Bundle:
                 index=self.index.spec.to_dict() | {"size": len(self.index), "metric": "inner_product"},
                 class_names=list(self.class_names),
                 open_set=calibrate(self.index, quantile=self.open_set.quantile).to_dict(),
+                **changes,
             )
 
-        target, self.manifest = write_bundle(directory, fill, checked=(*CHECKED_FILES, RUNTIME_FILE, *PACK_FILES))
+        checked = tuple(dict.fromkeys((*CHECKED_FILES, *EMBEDDER_FILES, *PACK_FILES)))
+        target, self.manifest = write_bundle(directory, fill, checked=checked)
         self.path, self._thumbnails = target, None
         return target
 
@@ -497,7 +567,7 @@ class Bundle:
         directory = Path(directory).expanduser()
         manifest = read_manifest(directory, required=CHECKED_FILES)
         try:
-            embedder = Embedder.load(directory)
+            embedder = load_embedder(directory, precision=(manifest.precision or {}).get("chosen", "fp32"))
             index = EmbeddingIndex.load(directory)
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise BundleError(f"cannot load bundle {directory}: {error}") from error

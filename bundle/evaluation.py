@@ -8,6 +8,7 @@ import logging
 import numpy as np
 
 from ..data import Dataset, DecodeFailure, class_codes
+from ..embedder.runtime import RuntimeUnavailable
 from ..index.classifiers import SoftmaxClassifier
 from ..index.evaluation import Evaluation, score_classifiers
 from .bundle import Bundle
@@ -18,8 +19,12 @@ logger = logging.getLogger(__name__)
 
 
 def softmax_classifier(bundle: Bundle) -> SoftmaxClassifier:
-    """The bundle embedder's softmax layer as a classifier over embeddings."""
-    kernel, bias = bundle.embedder.softmax_weights()
+    """The bundle embedder's softmax layer as a classifier over embeddings (from the Keras model for a bundle
+    written before its weights were stored beside the runtime)."""
+    try:
+        kernel, bias = bundle.embedder.softmax_weights()
+    except RuntimeUnavailable:
+        kernel, bias = bundle.keras_embedder.softmax_weights()
     return SoftmaxClassifier(
         kernel=kernel, bias=bias, logit_scale=bundle.embedder.config.logit_scale, classes=bundle.embedder.class_names
     )

@@ -11,7 +11,7 @@ from ..data import DecodeFailure
 
 #: Version of the bundle layout written by this lookalike; bundles of another version are refused.
 FORMAT_VERSION = 2
-_VERSIONED_PACKAGES = ("lookalike", "tensorflow", "keras", "faiss-cpu", "numpy", "pillow")
+_VERSIONED_PACKAGES = ("lookalike", "tensorflow", "keras", "ai-edge-litert", "openvino", "faiss-cpu", "numpy", "pillow")
 
 
 def package_versions() -> dict[str, str]:
@@ -50,6 +50,10 @@ class Manifest:
     open_set : dict or None
         The "no close match" calibration (:class:`lookalike.index.open_set.OpenSetCalibration` as a dict);
         None in bundles written before it was stored.
+    precision : dict or None
+        The runtime the bundle answers with and how each precision did against fp32 on the held-out images
+        (:func:`lookalike.bundle.precision.summary`: ``asked``, ``chosen``, ``held_out_images``, ``criteria``,
+        ``runtimes``); None in bundles written before precisions were measured (they use fp32).
     versions : dict of str to str
         Package versions of the writer.
     index : dict
@@ -67,6 +71,7 @@ class Manifest:
     dataset: dict
     training: dict
     open_set: dict | None = None
+    precision: dict | None = None
     versions: dict = field(default_factory=package_versions)
     index: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)

@@ -82,6 +82,7 @@ def embed_into_store(
             actors=job.actors,
             chunk_size=job.chunk_size,
             progress=job.progress,
+            precision=bundle.precision,
         )
     from ..embedder.stream import embed_to_store
 

@@ -1,7 +1,8 @@
 """The embedder: MobileNetV2 backbone + trained head, image -> L2-normalised embedding and class probabilities.
 
-Only :class:`EmbedderConfig` is imported eagerly; the Keras-backed names load on first use, so that reading
-the configuration (e.g. for ``lookalike --help``) does not start TensorFlow.
+Only :class:`EmbedderConfig` is imported eagerly; the other names load on first use, so that reading the
+configuration (e.g. for ``lookalike --help``) does not start TensorFlow. :func:`load_embedder` and
+:class:`RuntimeEmbedder` (inference with the exported runtime) never import it; :class:`Embedder` (Keras) does.
 """
 
 from ..data.lazy import lazy_exports
@@ -10,17 +11,19 @@ from .config import EmbedderConfig
 _LAZY = {
     "IMAGENET_WEIGHTS_FILE": ".backbone",
     "WEIGHTS_ENV": ".backbone",
-    "BackboneWeightsError": ".backbone",
+    "BackboneWeightsError": ".errors",
     "build_backbone": ".backbone",
     "resolve_weights": ".backbone",
     "BackboneFeatures": ".model",
     "Embedder": ".model",
-    "Embeddings": ".model",
+    "Embeddings": ".inference",
+    "RuntimeEmbedder": ".inference",
+    "load_embedder": ".inference",
     "EmbeddingStore": ".stream",
     "embed_to_store": ".stream",
     "RayUnavailable": ".ray_engine",
     "embed_to_store_on_ray": ".ray_engine",
-    "TrainingError": ".training",
+    "TrainingError": ".errors",
     "TrainingResult": ".training",
     "train": ".training",
 }

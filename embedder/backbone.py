@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ._keras import keras
+from .errors import BackboneWeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -18,10 +19,6 @@ IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224
 IMAGENET_WEIGHTS_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + IMAGENET_WEIGHTS_FILE
 )
-
-
-class BackboneWeightsError(RuntimeError):
-    """The backbone weights could be neither found locally nor downloaded."""
 
 
 def resolve_weights(weights: str | os.PathLike | None = None) -> Path:

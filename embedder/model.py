@@ -32,25 +32,23 @@ from typing import Sequence
 
 from ._keras import keras
 import numpy as np
-from tqdm.auto import tqdm
 
-from ..data import DecodeFailure, iter_image_batches
+from ..data import DecodeFailure
 
 from .augment import augment_appearance
 from .backbone import build_backbone
 from .config import EmbedderConfig
-from .runtime import LiteRTRunner, RuntimeUnavailable
+from .inference import CONFIG_FILE, MODEL_FILE, FileEmbedding, read_config, write_softmax
+from .runtime import RUNTIME_FILES, LiteRTRunner, RuntimeUnavailable
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
 #: Momentum of the moving statistics of the batch-norm layers we train. Keras' default, 0.99, needs
 #: hundreds of steps to forget its initial values; few-shot sets give far fewer (6 images x 39 classes at
 #: batch 64 is 4 steps an epoch), and inference then runs on unconverged statistics.
 BN_MOMENTUM = 0.9
-CONFIG_FILE = "embedder.json"
 #: The embedder exported for the fast CPU runtime (optional: Keras is the fallback), see :mod:`.runtime`.
-RUNTIME_FILE = "inference.tflite"
+RUNTIME_FILE = RUNTIME_FILES["fp32"]
 
 
 @dataclass(frozen=True)
@@ -72,28 +70,6 @@ class BackboneFeatures:
     indices: np.ndarray
     features: np.ndarray
     views: np.ndarray
-    failures: tuple[DecodeFailure, ...]
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    """Embeddings and class probabilities of a list of image files.
-
-    Attributes
-    ----------
-    indices : int64 ndarray of shape (n,)
-        Positions, in the input path list, of the images that decoded; the rows below follow them.
-    embeddings : float32 ndarray of shape (n, d)
-        L2-normalised embeddings.
-    probabilities : float32 ndarray of shape (n, n_classes)
-        Softmax class probabilities, columns in ``Embedder.class_names`` order.
-    failures : tuple of DecodeFailure
-        Files that could not be decoded.
-    """
-
-    indices: np.ndarray
-    embeddings: np.ndarray
-    probabilities: np.ndarray
     failures: tuple[DecodeFailure, ...]
 
 
@@ -155,7 +131,7 @@ def _build_classifier(config: EmbedderConfig, n_classes: int, weights: str | os.
     return keras.Model(image, head(x), name="lookalike_classifier")
 
 
-class Embedder:
+class Embedder(FileEmbedding):
     """Image -> (L2-normalised embedding, class probabilities), with a MobileNetV2 backbone.
 
     Build a new one with :meth:`build` (then train its head, see :func:`lookalike.embedder.train`) or
@@ -325,66 +301,10 @@ class Embedder:
         return np.asarray(embeddings, dtype=np.float32), np.asarray(probabilities, dtype=np.float32)
 
     def embed_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings and class probabilities of decoded images, with the fast runtime when there is one.
-
-        Parameters
-        ----------
-        images : uint8 ndarray of shape (n, s, s, 3)
-            As returned by :func:`lookalike.data.load_image` with s = ``config.image_size``.
-
-        Returns
-        -------
-        embeddings : float32 ndarray of shape (n, d), L2-normalised
-        probabilities : float32 ndarray of shape (n, n_classes)
-        """
+        """See :meth:`FileEmbedding.embed_images`; with the attached fast runtime when there is one, else Keras."""
         if self.runtime is None:
             return self.head_outputs(self.encode(images))
         return self.runtime(images)
-
-    def _batches(
-        self, paths: Sequence[str | os.PathLike], progress: bool | tqdm, description: str, batch_size: int | None = None
-    ):
-        """Decoded batches of ``paths`` (see :func:`lookalike.data.iter_image_batches`) with a progress bar.
-
-        ``progress`` is a bool (show a new bar) or a tqdm bar to advance; ``batch_size`` defaults to the config's.
-        """
-        failures = 0
-        own_bar = not isinstance(progress, tqdm)
-        bar = tqdm(total=len(paths), unit="img", desc=description, disable=not progress) if own_bar else progress
-        try:
-            size, batch_size = self.config.image_size, batch_size or self.config.batch_size
-            for batch in iter_image_batches(paths, size=size, batch_size=batch_size):
-                yield batch
-                failures += len(batch.failures)
-                bar.update(len(batch.indices) + len(batch.failures))
-        finally:
-            if own_bar:
-                bar.close()
-        if failures:
-            logger.warning("%d of %d images could not be read and were skipped", failures, len(paths))
-
-    def embed_batches(
-        self, paths: Sequence[str | os.PathLike], *, progress: bool | tqdm = False, batch_size: int | None = None
-    ):
-        """Embed image files batch by batch, decoding the next batches in parallel threads meanwhile.
-
-        Parameters
-        ----------
-        paths : sequence of path-like
-        progress : bool or tqdm
-            Show a progress bar, or advance this one.
-        batch_size : int, optional
-            Images per batch (default ``config.batch_size``).
-
-        Yields
-        ------
-        batch : ImageBatch
-            The decoded batch: ``indices`` into ``paths`` and ``failures``.
-        embeddings : float32 ndarray of shape (b, d), L2-normalised
-        probabilities : float32 ndarray of shape (b, n_classes)
-        """
-        for batch in self._batches(paths, progress, "embedding", batch_size):
-            yield (batch, *self.embed_images(batch.images))
 
     def encode_files(
         self,
@@ -439,34 +359,10 @@ class Embedder:
             np.concatenate(indices), np.concatenate(features), np.concatenate(views, axis=1), tuple(failures)
         )
 
-    def embed_files(self, paths: Sequence[str | os.PathLike], *, progress: bool = False) -> Embeddings:
-        """Embeddings and class probabilities of image files, decoded in parallel and embedded batch by batch.
-
-        Unreadable files are skipped and reported in ``failures``.
-
-        Returns
-        -------
-        Embeddings
-        """
-        indices, embeddings, probabilities, failures = [], [], [], []
-        for batch, batch_embeddings, batch_probabilities in self.embed_batches(paths, progress=progress):
-            indices.append(batch.indices)
-            embeddings.append(batch_embeddings)
-            probabilities.append(batch_probabilities)
-            failures.extend(batch.failures)
-        if not indices:
-            return Embeddings(
-                np.empty(0, np.int64),
-                np.empty((0, self.embedding_dim), np.float32),
-                np.empty((0, len(self.class_names)), np.float32),
-                (),
-            )
-        return Embeddings(
-            np.concatenate(indices), np.concatenate(embeddings), np.concatenate(probabilities), tuple(failures)
-        )
-
     def attach_runtime(self, directory: str | os.PathLike, *, threads: int | None = None) -> bool:
-        """Use ``directory/inference.tflite`` for inference when it exists and LiteRT is installed.
+        """Use ``directory/inference.tflite`` (LiteRT, float32) for :meth:`embed_images` when it exists and LiteRT is
+        installed. (Loading a bundle gives a :class:`~lookalike.embedder.inference.RuntimeEmbedder` instead, which
+        needs no Keras; this is for an embedder that is being trained or exported.)
 
         Parameters
         ----------
@@ -483,26 +379,35 @@ class Embedder:
         path = Path(directory) / RUNTIME_FILE
         if path.is_file():
             try:
-                self.runtime = LiteRTRunner(path, embedding_dim=self.embedding_dim, threads=threads)
+                self.runtime = LiteRTRunner(path, threads=threads)
                 return True
             except RuntimeUnavailable as error:
                 logger.info("using Keras for inference: %s", error)
         return False
 
+    def inference_model(self) -> keras.Model:
+        """The model that is exported: image (float32, (n, s, s, 3), [0, 255]) -> [embedding (n, d), probabilities
+        (n, n_classes)], in inference mode (no augmentation)."""
+        size = self.config.image_size
+        image = keras.Input((size, size, 3), name="image")
+        embedding, probabilities = self._head_outputs(self.encoder(None)(image))
+        return keras.Model(image, [embedding, probabilities], name="inference")
+
     def save(self, directory: str | os.PathLike) -> None:
-        """Write ``model.keras`` (Keras v3 format) and ``embedder.json`` (config, class names) into ``directory``."""
+        """Write ``model.keras`` (Keras v3 format), ``embedder.json`` (config, class names) and ``softmax.npz`` (the
+        softmax layer's weights, for evaluation without Keras) into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.classifier.save(directory / MODEL_FILE)
         payload = {"config": self.config.to_dict(), "class_names": list(self.class_names)}
         (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        write_softmax(directory, *self.softmax_weights())
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, *, threads: int | None = None) -> Embedder:
+    def load(cls, directory: str | os.PathLike) -> Embedder:
         """Load an embedder written by :meth:`save`, with Keras' ``safe_mode`` (no code from the file runs).
 
-        Its LiteRT export, when the directory has one, is used for inference (see :meth:`attach_runtime`,
-        which ``threads`` is passed to).
+        It runs Keras (TensorFlow); :func:`lookalike.embedder.load_embedder` gives the exported runtime instead.
 
         Raises
         ------
@@ -510,13 +415,8 @@ class Embedder:
             ``model.keras`` or ``embedder.json`` is missing.
         """
         directory = Path(directory)
-        for name in (MODEL_FILE, CONFIG_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"not a saved embedder: {directory / name} is missing")
-        payload = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        config, class_names = read_config(directory)
+        if not (directory / MODEL_FILE).is_file():
+            raise FileNotFoundError(f"not a saved embedder: {directory / MODEL_FILE} is missing")
         classifier = keras.models.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
-        embedder = cls(
-            classifier, config=EmbedderConfig.from_dict(payload["config"]), class_names=payload["class_names"]
-        )
-        embedder.attach_runtime(directory, threads=threads)
-        return embedder
+        return cls(classifier, config=config, class_names=class_names)

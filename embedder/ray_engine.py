@@ -42,12 +42,15 @@ class EmbedActor:
         Directory the embedder was saved in (a bundle directory).
     threads : int
         Inference threads of this actor.
+    precision : str
+        Runtime to use (the bundle's choice, see :func:`lookalike.embedder.load_embedder`); without TensorFlow
+        whenever that runtime (or the fp32 one) can run.
     """
 
-    def __init__(self, embedder_dir: str, threads: int = 1):
-        from .model import Embedder
+    def __init__(self, embedder_dir: str, threads: int = 1, precision: str = "fp32"):
+        from .inference import load_embedder
 
-        self.embedder = Embedder.load(embedder_dir, threads=threads)
+        self.embedder = load_embedder(embedder_dir, precision=precision, threads=threads)
         self.size = self.embedder.config.image_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -80,6 +83,7 @@ def embed_to_store_on_ray(
     batch_size: int = 64,
     chunk_size: int = CHUNK_SIZE,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> StreamSummary:
     """Embed image files into ``store`` with a Ray Data pipeline, skipping files it already holds.
 
@@ -102,6 +106,8 @@ def embed_to_store_on_ray(
         Images per part file.
     progress : bool
         Show a progress bar.
+    precision : str
+        Runtime the actors use (a bundle's ``Bundle.precision``).
 
     Returns
     -------
@@ -130,7 +136,7 @@ def embed_to_store_on_ray(
         items = [{"path": str(r.path), "label": r.label, "split": r.split} for r in todo]
         dataset = ray.data.from_items(items, override_num_blocks=max(actors, len(items) // batch_size)).map_batches(
             EmbedActor,
-            fn_constructor_kwargs={"embedder_dir": str(Path(embedder_dir).resolve())},
+            fn_constructor_kwargs={"embedder_dir": str(Path(embedder_dir).resolve()), "precision": precision},
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),

@@ -1,10 +1,22 @@
-"""A fast CPU runtime for inference: the embedder exported to LiteRT (TensorFlow Lite, XNNPACK kernels).
+"""Fast CPU runtimes for inference, without TensorFlow: the embedder exported to LiteRT and run by LiteRT (XNNPACK
+kernels) or OpenVINO, in float32 or reduced precision.
 
-Measured on 2 cores with a trained bundle (``benchmarks/speed``): the same MobileNetV2 + head gives
-embeddings within 2e-6 of Keras and runs about 2.8x faster than Keras ``model.predict``; one image takes
-about 3.5 ms instead of about 170 ms (Keras' per-call overhead dominates small batches). XNNPACK is
-fastest on one image per call here (1-4 images per call: about 295 images/s, 64: 230), so the runner
-feeds images one at a time. Keras stays the fallback wherever ``ai-edge-litert`` is not installed.
+=========  ==============================  =========================================================
+precision  file                            runtime
+=========  ==============================  =========================================================
+fp32       ``inference.tflite``            LiteRT, float32; checked against Keras to 1e-4 at export
+int8       ``inference-int8.tflite``       LiteRT, full-integer post-training quantization (weights
+                                           and activations int8, calibrated on training images)
+bf16       ``inference.tflite``            OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT``
+                                           bf16 (AMX / AVX-512 BF16); ``pip install openvino``
+=========  ==============================  =========================================================
+
+Reduced precision is not judged by how close the numbers are but by whether the answers change: see
+:mod:`lookalike.bundle.precision`, which measures each runtime against fp32 when a bundle is exported and
+records which one the bundle uses. Measured on 2 cores with a trained bundle (``benchmarks/speed``): fp32 LiteRT
+gives embeddings within 2e-6 of Keras; XNNPACK is fastest on one image per call here, so the LiteRT runner feeds
+images one at a time. This module imports neither TensorFlow nor Keras (exporting does, see
+:func:`export_litert`).
 """
 
 from __future__ import annotations
@@ -14,17 +26,22 @@ import os
 import threading
 from pathlib import Path
 
-from ._keras import keras, quietly
 import numpy as np
+
+from .quiet import quietly
 
 logger = logging.getLogger(__name__)
 
 #: Largest allowed difference between LiteRT and Keras embeddings when an export is checked.
 MAX_EXPORT_ERROR = 1e-4
+#: The precisions a bundle can run in, most exact first.
+PRECISIONS = ("fp32", "bf16", "int8")
+#: The exported model file each precision runs.
+RUNTIME_FILES = {"fp32": "inference.tflite", "bf16": "inference.tflite", "int8": "inference-int8.tflite"}
 
 
 class RuntimeUnavailable(RuntimeError):
-    """LiteRT is not installed, or an exported model does not reproduce Keras."""
+    """A runtime's package or file is missing, or an exported model does not reproduce Keras."""
 
 
 def _interpreter_class():
@@ -36,8 +53,20 @@ def _interpreter_class():
     return Interpreter
 
 
+def _outputs(names: list[str]) -> tuple[int, int]:
+    """Positions of the embedding and of the probabilities among an exported model's output tensor names.
+
+    The exporter names the outputs of the Keras model ``[embedding, probabilities]`` ``...:0`` and ``...:1``.
+    """
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    if len(order) != 2:
+        raise RuntimeUnavailable(f"an exported embedder has 2 outputs (embedding, probabilities); got {names}")
+    return order[0], order[1]
+
+
 class LiteRTRunner:
-    """Runs an exported embedder: float32 images of shape (n, s, s, 3) in [0, 255] -> (embeddings, probabilities).
+    """Runs an exported embedder with LiteRT: float32 images of shape (n, s, s, 3) in [0, 255] -> (embeddings,
+    probabilities).
 
     One interpreter with a batch of one image, run once per image; calls are serialised by a lock (an
     interpreter is not thread-safe).
@@ -45,11 +74,18 @@ class LiteRTRunner:
     Parameters
     ----------
     path : path-like
-        ``.tflite`` file written by :func:`export_litert`.
-    embedding_dim : int
-        Size d of the embedding output (tells the two outputs apart).
+        ``.tflite`` file written by :func:`export_litert` (float32) or
+        :func:`lookalike.embedder.precision.export_int8` (int8).
     threads : int, optional
         Interpreter threads; default ``os.cpu_count()``.
+    precision : str
+        What the file computes in (``"fp32"`` or ``"int8"``), reported as :attr:`precision`.
+
+    Attributes
+    ----------
+    embedding_dim : int
+        Size d of the embeddings.
+    precision : str
 
     Raises
     ------
@@ -57,23 +93,24 @@ class LiteRTRunner:
         ``ai-edge-litert`` is not installed.
     """
 
-    def __init__(self, path: str | os.PathLike, *, embedding_dim: int, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32"):
         interpreter_class = _interpreter_class()
-        self.path = Path(path)
+        self.path, self.precision = Path(path), precision
         with quietly():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
             self._interpreter = interpreter_class(str(self.path), num_threads=threads or os.cpu_count() or 1)
             self._input = self._interpreter.get_input_details()[0]
             self._interpreter.resize_tensor_input(self._input["index"], [1, *self._input["shape"][1:]])
             self._interpreter.allocate_tensors()
         outputs = self._interpreter.get_output_details()
-        self._embedding = next(o for o in outputs if o["shape"][-1] == embedding_dim)
-        self._probabilities = next(o for o in outputs if o["index"] != self._embedding["index"])
+        embedding, probabilities = _outputs([o["name"] for o in outputs])
+        self._embedding, self._probabilities = outputs[embedding], outputs[probabilities]
+        self.embedding_dim = int(self._embedding["shape"][-1])
         self._lock = threading.Lock()
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings (float32, (n, d), L2-normalised) and probabilities (float32, (n, n_classes))."""
         images = np.asarray(images, dtype=np.float32)
-        embeddings = np.empty((len(images), self._embedding["shape"][-1]), np.float32)
+        embeddings = np.empty((len(images), self.embedding_dim), np.float32)
         probabilities = np.empty((len(images), self._probabilities["shape"][-1]), np.float32)
         interpreter = self._interpreter
         with self._lock:
@@ -85,11 +122,108 @@ class LiteRTRunner:
         return embeddings, probabilities
 
 
+class OpenVINORunner:
+    """Runs an exported embedder with OpenVINO's CPU plugin, in bf16 (or fp32): same contract as
+    :class:`LiteRTRunner`.
+
+    OpenVINO reads the LiteRT file directly. Images go through in batches of up to :attr:`batch_size`, one
+    inference request at a time (serialised by a lock).
+
+    Parameters
+    ----------
+    path : path-like
+        ``.tflite`` file written by :func:`export_litert`.
+    threads : int, optional
+        Inference threads; default ``os.cpu_count()``.
+    precision : str
+        ``"bf16"`` or ``"fp32"`` (OpenVINO's ``INFERENCE_PRECISION_HINT``).
+
+    Raises
+    ------
+    RuntimeUnavailable
+        ``openvino`` is not installed (``pip install openvino``), or the CPU plugin cannot compile the model.
+    """
+
+    batch_size = 16
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "bf16"):
+        try:
+            with quietly():
+                import openvino
+        except ImportError as error:
+            raise RuntimeUnavailable("the openvino package is not installed (pip install openvino)") from error
+        self.path, self.precision = Path(path), precision
+        hint = {"bf16": "bf16", "fp32": "f32"}[precision]
+        settings = {
+            "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+        }
+        try:
+            with quietly():
+                compiled = openvino.Core().compile_model(str(self.path), "CPU", settings)
+        except RuntimeError as error:
+            raise RuntimeUnavailable(f"OpenVINO cannot run {self.path} in {precision}: {error}") from error
+        outputs = compiled.outputs
+        embedding, probabilities = _outputs([o.get_any_name() for o in outputs])
+        self._embedding, self._probabilities = outputs[embedding], outputs[probabilities]
+        self.embedding_dim = int(self._embedding.get_partial_shape()[-1].get_length())
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings (float32, (n, d), L2-normalised) and probabilities (float32, (n, n_classes))."""
+        images = np.asarray(images, dtype=np.float32)
+        embeddings, probabilities = [], []
+        with self._lock:
+            for start in range(0, len(images), self.batch_size):
+                result = self._request.infer({0: images[start : start + self.batch_size]})
+                embeddings.append(np.array(result[self._embedding], dtype=np.float32))
+                probabilities.append(np.array(result[self._probabilities], dtype=np.float32))
+        if not embeddings:
+            n_classes = int(self._probabilities.get_partial_shape()[-1].get_length())
+            return np.empty((0, self.embedding_dim), np.float32), np.empty((0, n_classes), np.float32)
+        return np.concatenate(embeddings), np.concatenate(probabilities)
+
+
+def open_runner(directory: str | os.PathLike, precision: str, *, threads: int | None = None):
+    """The runner of ``precision`` for the embedder exported into ``directory``.
+
+    Parameters
+    ----------
+    directory : path-like
+        A bundle directory.
+    precision : str
+        One of :data:`PRECISIONS`.
+    threads : int, optional
+        Inference threads (default: all cores).
+
+    Returns
+    -------
+    LiteRTRunner or OpenVINORunner
+
+    Raises
+    ------
+    RuntimeUnavailable
+        The runtime's file is not in ``directory`` or its package is not installed.
+    ValueError
+        ``precision`` is not one of :data:`PRECISIONS`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    path = Path(directory) / RUNTIME_FILES[precision]
+    if not path.is_file():
+        raise RuntimeUnavailable(f"{path} not found")
+    if precision == "bf16":
+        return OpenVINORunner(path, threads=threads, precision=precision)
+    return LiteRTRunner(path, threads=threads, precision=precision)
+
+
 def export_litert(embedder, path: str | os.PathLike) -> Path:
-    """Export ``embedder`` (image -> embedding, probabilities) to a LiteRT file and check it against Keras.
+    """Export ``embedder`` (image -> embedding, probabilities) to a float32 LiteRT file and check it against Keras.
 
     The check runs both on 8 seeded random images: embeddings must agree within :data:`MAX_EXPORT_ERROR`
-    and the top-1 class must be the same.
+    and the top-1 class must be the same. Imports Keras (TensorFlow).
 
     Returns
     -------
@@ -103,12 +237,11 @@ def export_litert(embedder, path: str | os.PathLike) -> Path:
     """
     _interpreter_class()
     path = Path(path)
+    with quietly():
+        embedder.inference_model().export(str(path), format="litert", verbose=False)
     size = embedder.config.image_size
-    image = keras.Input((size, size, 3), name="image")
-    embedding, probabilities = embedder._head_outputs(embedder.encoder(None)(image))
-    keras.Model(image, [embedding, probabilities]).export(str(path), format="litert", verbose=False)
     sample = np.random.default_rng(0).integers(0, 256, (8, size, size, 3)).astype(np.float32)
-    fast = LiteRTRunner(path, embedding_dim=embedder.embedding_dim)(sample)
+    fast = LiteRTRunner(path)(sample)
     reference = embedder.head_outputs(embedder.encode(sample))
     error = float(np.abs(fast[0] - reference[0]).max())
     if error > MAX_EXPORT_ERROR or not np.array_equal(fast[1].argmax(1), reference[1].argmax(1)):

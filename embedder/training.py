@@ -31,13 +31,11 @@ from tqdm.keras import TqdmCallback
 from ..data import ImageBatch, ImageRecord, class_codes, iter_image_batches
 
 from .config import EmbedderConfig
-from .model import Embedder, Embeddings
+from .errors import TrainingError
+from .inference import Embeddings
+from .model import Embedder
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingError(ValueError):
-    """Training cannot start: no training image could be read."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .centroids import ClassCentroids
 from .neighbors import knn_vote
 
 
@@ -146,20 +147,15 @@ class NearestCentroidClassifier(_EmbeddingClassifier):
         self.classes = classes
 
     def _fit(self, X, codes):
-        sums = np.zeros((len(self.classes_), X.shape[1]), dtype=np.float64)
-        np.add.at(sums, codes, X)
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        self.centroids_ = (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-        self.empty_ = norms[:, 0] == 0
+        fitted = ClassCentroids.fit(X, codes, len(self.classes_))
+        self.centroids_, self.empty_ = fitted.centroids, fitted.empty
 
     def similarities(self, X) -> np.ndarray:
         """Cosine similarity of each embedding to each centroid: float32 array of shape (n, n_classes).
 
         -inf for classes that had no training embeddings.
         """
-        similarities = self._validated(X) @ self.centroids_.T
-        similarities[:, self.empty_] = -np.inf
-        return similarities
+        return ClassCentroids(self.centroids_, self.empty_).similarities(self._validated(X))
 
     def predict_proba(self, X) -> np.ndarray:
         """Softmax of centroid similarities / temperature, float32 array of shape (n, n_classes)."""

@@ -71,7 +71,7 @@ def test_audit_features_are_cached_in_the_bundle(bundle, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the cached features should have been reused")
 
-    monkeypatch.setattr(audit_module.Embedder, "build", refuse)
+    monkeypatch.setattr(audit_module, "frozen_features", refuse)
     np.testing.assert_array_equal(imagenet_features(bundle).vectors, first.vectors)
 
 

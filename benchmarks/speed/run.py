@@ -12,9 +12,16 @@ On a trained bundle (default: the demo bundle), in one run:
 3. approximate search on 1M synthetic 256-d vectors (2,000 "characters" x 10 "poses" x noise, see
    ``_synthetic``): build time, then the smallest HNSW ``ef_search`` and IVF ``nprobe`` reaching
    recall@10 >= 0.95 against exact search, with milliseconds per query (one query at a time);
-4. peak memory (max RSS) of ``lookalike embed`` over 5,000 and 20,000 images.
+4. peak memory (max RSS) of ``lookalike embed`` over 5,000 and 20,000 images;
+5. ``search``: the whole process ``lookalike search BUNDLE IMAGE --json`` for one image, wall time and peak RSS,
+   with the bundle's chosen runtime (no TensorFlow) against the Keras path (``LOOKALIKE_RUNTIME=keras``), the
+   median of 3 runs of each, alternating;
+6. ``runtimes``: throughput as in 1 on the shared images with each runtime (fp32, bf16, int8 when present) and
+   Keras ``predict``, and the whole process ``lookalike add`` of all wesnoth_units images into a copy of the
+   bundle against a plain Keras script (load ``model.keras``, decode with the same parallel decoder,
+   ``model.predict``, save the embeddings).
 
-    python benchmarks/speed/run.py [--bundle PATH] [--only throughput,latency,ann,memory]
+    python benchmarks/speed/run.py [--bundle PATH] [--only throughput,latency,ann,memory,search,runtimes]
 
 Results go to benchmarks/speed/results.json.
 """
@@ -40,8 +47,21 @@ from lookalike.embedder.stream import EmbeddingStore, embed_to_store
 from lookalike.bundle import Bundle
 from lookalike.index import EmbeddingIndex, IndexSpec
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+#: The shared datasets: ``../shared/datasets`` beside the checkout, or ``$LOOKALIKE_SHARED_DATASETS``.
+SHARED = Path(
+    os.environ.get("LOOKALIKE_SHARED_DATASETS", Path(__file__).resolve().parents[2].parent / "shared" / "datasets")
+)
 RESULTS = Path(__file__).with_name("results.json")
+LOOKALIKE = [sys.executable, "-m", "lookalike.app.cli"]
+#: The plain Keras script ``lookalike add`` is compared with: load the model, decode, predict, save.
+KERAS_SCRIPT = """
+import sys, numpy as np, keras
+from lookalike.data import find_images, iter_image_batches
+model = keras.models.load_model(sys.argv[1] + "/model.keras", compile=False, safe_mode=True)
+outputs = [model.predict(batch.images.astype(np.float32), batch_size=64, verbose=0)
+           for batch in iter_image_batches(find_images(sys.argv[3:]), size=224, batch_size=64)]
+np.save(sys.argv[2], np.concatenate(outputs))
+"""
 
 
 def _records(paths):
@@ -50,7 +70,7 @@ def _records(paths):
 
 def _keras_throughput(bundle: Bundle, paths) -> float:
     """Images per second, files -> vectors, with Keras ``model.predict`` on batches from the same decoder."""
-    classifier, size = bundle.embedder.classifier, bundle.embedder.config.image_size
+    classifier, size = bundle.keras_embedder.classifier, bundle.embedder.config.image_size
     classifier.predict(np.zeros((8, size, size, 3), np.float32), verbose=0)  # build the predict function first
     started = time.perf_counter()
     for batch in iter_image_batches(paths, size=size, batch_size=64):
@@ -58,12 +78,13 @@ def _keras_throughput(bundle: Bundle, paths) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
-def _lookalike_throughput(bundle: Bundle, paths) -> float:
+def _lookalike_throughput(bundle: Bundle, paths, embedder=None) -> float:
     """Images per second of the streaming embedding job (what ``lookalike embed`` runs), part files included."""
+    embedder = embedder or bundle.embedder
     with tempfile.TemporaryDirectory() as folder:
-        embed_to_store(bundle.embedder, _records(paths), EmbeddingStore(folder))  # warm-up on a throwaway store
+        embed_to_store(embedder, _records(paths[:256]), EmbeddingStore(folder))  # warm-up on a throwaway store
     with tempfile.TemporaryDirectory() as folder:
-        summary = embed_to_store(bundle.embedder, _records(paths), EmbeddingStore(folder))
+        summary = embed_to_store(embedder, _records(paths), EmbeddingStore(folder))
     return summary.images_per_second
 
 
@@ -184,18 +205,24 @@ def ann(d: int = 256, n: int = 1_000_000, n_queries: int = 1000) -> dict:
     return results
 
 
+def _process(command: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Peak RSS (MB) and wall seconds of ``command`` run to completion in a fresh process (output discarded)."""
+    script = (
+        "import resource, subprocess, sys, time; started = time.perf_counter(); subprocess.run(sys.argv[1:], "
+        "check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); seconds = time.perf_counter() - started; "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, seconds)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *command], capture_output=True, text=True, check=True, env=env or os.environ
+    )
+    peak, seconds = done.stdout.split()
+    return int(peak) / 1024, float(seconds)
+
+
 def _embed_peak_rss(bundle_path: Path, folder: Path) -> tuple[float, float]:
-    """Max RSS (MB) and images/s of ``lookalike embed`` over ``folder``, in a fresh process."""
+    """Max RSS (MB) and wall seconds of ``lookalike embed`` over ``folder``, in a fresh process."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "lookalike.app.cli", "embed", str(bundle_path), str(folder), "--out", out]
-        script = (
-            "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
-            "stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-        )
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", script, *command], capture_output=True, text=True, check=True)
-        seconds = time.perf_counter() - started
-    return int(done.stdout.strip()) / 1024, seconds
+        return _process([*LOOKALIKE, "embed", str(bundle_path), str(folder), "--out", out])
 
 
 def memory(bundle_path: Path) -> dict:
@@ -214,10 +241,86 @@ def memory(bundle_path: Path) -> dict:
     return results
 
 
+def _runtime_env(runtime: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_RUNTIME"}
+    return env | ({"LOOKALIKE_RUNTIME": runtime} if runtime else {})
+
+
+def search_process(bundle_path: Path, repeats: int = 3) -> dict:
+    """Whole-process ``lookalike search --json`` of one image: the bundle's runtime against Keras, alternating."""
+    query = str(find_images([SHARED / "wesnoth_units"])[0])
+    command = [*LOOKALIKE, "search", str(bundle_path), query, "--json"]
+    runs = {"runtime": [], "keras": []}
+    for _ in range(repeats):
+        runs["runtime"].append(_process(command, _runtime_env(None)))
+        runs["keras"].append(_process(command, _runtime_env("keras")))
+    results = {
+        name: {"peak_rss_mb": float(np.median([r[0] for r in rs])), "seconds": float(np.median([r[1] for r in rs]))}
+        for name, rs in runs.items()
+    }
+    results["precision"] = Bundle.load(bundle_path).precision
+    results["speedup"] = results["keras"]["seconds"] / results["runtime"]["seconds"]
+    print(
+        f"lookalike search, whole process, one image (median of {repeats}): {results['precision']} runtime "
+        f"{results['runtime']['seconds']:.2f} s, {results['runtime']['peak_rss_mb']:.0f} MB; Keras "
+        f"{results['keras']['seconds']:.2f} s, {results['keras']['peak_rss_mb']:.0f} MB: {results['speedup']:.1f}x"
+    )
+    return results
+
+
+def runtimes(bundle_path: Path, limit: int | None = None) -> dict:
+    """Throughput of each runtime and of Keras on the shared images (every ``limit``-th share of them when given),
+    and whole-process ``add`` of wesnoth_units (the same share) against the plain Keras script."""
+    from lookalike.embedder import load_embedder
+    from lookalike.embedder.runtime import PRECISIONS
+
+    bundle = Bundle.load(bundle_path)
+    paths = find_images([SHARED / "wesnoth_units", SHARED / "freedroidrpg"])
+    step = max(1, len(paths) // limit) if limit else 1
+    paths = paths[::step]
+    results = {"images": len(paths), "chosen": bundle.precision, "throughput": {}}
+    for precision in PRECISIONS:
+        embedder = load_embedder(bundle_path, precision=precision)
+        if getattr(embedder, "precision", None) != precision:
+            print(f"{precision}: not available")
+            continue
+        results["throughput"][precision] = _lookalike_throughput(bundle, paths, embedder)
+    results["throughput"]["keras"] = _keras_throughput(bundle, paths)
+    keras = results["throughput"]["keras"]
+    for name, speed in results["throughput"].items():
+        print(f"{len(paths)} shared images, {name}: {speed:.0f} img/s ({speed / keras:.2f}x Keras predict)")
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "images"  # symbolic links to the share of wesnoth_units (new to the bundle)
+        for i, source in enumerate(find_images([SHARED / "wesnoth_units"])[::step]):
+            (folder / source.parent.name).mkdir(parents=True, exist_ok=True)
+            (folder / source.parent.name / f"{i:05d}{source.suffix}").symlink_to(source)
+        count = len(find_images([folder]))
+        copy = Path(scratch) / "copy.bundle"
+        bundle.save(copy)
+        add_mb, add_s = _process([*LOOKALIKE, "add", str(copy), str(folder)], _runtime_env(None))
+        keras_mb, keras_s = _process(
+            [sys.executable, "-c", KERAS_SCRIPT, str(bundle_path), str(Path(scratch) / "keras.npy"), str(folder)]
+        )
+    results["add"] = {
+        "images": count,
+        "lookalike_add": {"seconds": add_s, "peak_rss_mb": add_mb},
+        "plain_keras_script": {"seconds": keras_s, "peak_rss_mb": keras_mb},
+        "ratio": keras_s / add_s,
+    }
+    print(
+        f"whole process, {count} wesnoth_units images: lookalike add {add_s:.1f} s ({add_mb:.0f} MB), plain Keras "
+        f"script {keras_s:.1f} s ({keras_mb:.0f} MB): {keras_s / add_s:.2f}x"
+    )
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=default_demo_bundle())
-    parser.add_argument("--only", default="throughput,latency,ann,memory", help="comma-separated parts to run")
+    parser.add_argument(
+        "--only", default="throughput,latency,ann,memory,search,runtimes", help="comma-separated parts to run"
+    )
+    parser.add_argument("--limit", type=int, help="runtimes: about this many of the shared images (default: all)")
     args = parser.parse_args()
     parts = args.only.split(",")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -230,6 +333,10 @@ def main() -> None:
         results["ann"] = ann()
     if "memory" in parts:
         results["memory"] = memory(args.bundle)
+    if "search" in parts:
+        results["search"] = search_process(args.bundle)
+    if "runtimes" in parts:
+        results["runtimes"] = runtimes(args.bundle, args.limit)
     results["peak_rss_mb_of_this_run"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     RESULTS.write_text(json.dumps(results, indent=2))
     print(f"results written to {RESULTS}")
