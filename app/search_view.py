@@ -3,21 +3,20 @@
 A search is two events. The first answers (the verdict, the class probabilities, the galleries): lookalike's
 own work is one embedding and one search, so the round trip is mostly the browser's. The second, chained on
 the first's success, draws the explanation (:mod:`lookalike.bundle.explain`) of the best match from the
-bundle's thumbnail of it, and fills its image when it is ready, without holding back the answer.
+bundle's thumbnail of it, and fills its image when it is ready, without holding back the answer. Searching runs
+on the bundle's runtime without TensorFlow; the first explanation a server draws loads the Keras model (seconds).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
 from ..bundle import Bundle, BundleError, QueryResult
-from ..bundle.explain import explain_result, explain_similarity
+from ..bundle.explain import explain_result
 from ..data import ImageDecodeError
 from .server import BundleRegistry, ServedFiles
 
@@ -113,15 +112,8 @@ def explanation(bundle: Bundle, answered: Answered) -> Image.Image | None:
         return None
 
 
-def _warm_up(bundle: Bundle) -> None:
-    """Explain a blank pair once, so that Keras builds its graph before the first user waits for it (seconds)."""
-    blank = np.full((bundle.embedder.config.image_size,) * 2 + (3,), 255, np.uint8)
-    explain_similarity(bundle.embedder, blank, blank)
-
-
 def search_view(registry: BundleRegistry, files: ServedFiles, session: gr.State) -> None:
     """Lay out the Search view and wire its two events (see the module docstring); ``/search`` is the API."""
-    threading.Thread(target=_warm_up, args=(registry.default,), name="lookalike-explain-warm-up", daemon=True).start()
     empty_answer = ("", gr.update(value=None), gr.update(value=None), "", [], [], [])
 
     def answer(image_path: str | None, k: int, key: str | None):

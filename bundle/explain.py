@@ -266,8 +266,8 @@ def explain_result(
     if not result.characters:
         raise ValueError("the result names no character to explain")
     best = result.characters[0]
-    # The one dependence on the Keras embedder (Bundle.embedder); the query path may run on another runtime.
-    embedder = bundle.embedder
+    # The one dependence on Keras: the query path runs on the bundle's runtime, the explanation on the Keras model.
+    embedder = bundle.keras_embedder
     size = embedder.config.image_size
     pixels = load_image(query, size) if isinstance(query, (str, os.PathLike)) else np.asarray(query, dtype=np.uint8)
     verdict = (

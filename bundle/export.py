@@ -264,8 +264,8 @@ def export_parquet(bundle: Bundle, path: str | os.PathLike) -> Path:
 
 
 def _keras_embedder(bundle: Bundle):
-    """The bundle's Keras embedder (``Bundle.keras_embedder`` where the query path runs without Keras)."""
-    return getattr(bundle, "keras_embedder", None) or bundle.embedder
+    """The bundle's Keras embedder (the query path runs on its LiteRT runtime, without Keras)."""
+    return bundle.keras_embedder
 
 
 def _check_images(bundle: Bundle, size: int) -> np.ndarray:
