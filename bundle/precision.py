@@ -38,6 +38,8 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 MIN_TOP1_AGREEMENT = 0.99
 MIN_RECALL_AT_10 = 0.95
 MAX_ACCURACY_CHANGE = 0.005
+#: How much faster than fp32 (images per second) a reduced precision must be for ``auto`` to choose it.
+MIN_SPEED_UP = 1.2
 #: Images timed per runtime (the held-out images, cycled).
 TIMED_IMAGES = 64
 
@@ -171,7 +173,9 @@ def measure(directory: str | Path, index: EmbeddingIndex, *, image_size: int, pr
 
 
 def choose(trials: dict, asked: str) -> str:
-    """The precision to use: ``asked`` when it is available, or for ``auto`` the fastest runtime that passes.
+    """The precision to use: ``asked`` when it is available, or for ``auto`` the fastest runtime that passes,
+    where a reduced precision must beat fp32 by :data:`MIN_SPEED_UP` (a smaller gain is within the noise of one
+    measurement, and not worth the agreement it gives up).
 
     Raises
     ------
@@ -190,7 +194,11 @@ def choose(trials: dict, asked: str) -> str:
             logger.warning("precision %s does not meet the retrieval-agreement criteria; used as asked", asked)
         return asked
     passing = [t for t in trials.values() if isinstance(t, RuntimeTrial) and t.passes]
-    return max(passing, key=lambda t: t.images_per_second).precision
+    fastest = max(passing, key=lambda t: t.images_per_second)
+    fp32 = trials.get("fp32")
+    if isinstance(fp32, RuntimeTrial) and fastest.images_per_second < MIN_SPEED_UP * fp32.images_per_second:
+        return "fp32"
+    return fastest.precision
 
 
 def summary(trials: dict, asked: str, chosen: str, *, held_out: int) -> dict:

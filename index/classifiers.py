@@ -155,7 +155,8 @@ class NearestCentroidClassifier(_EmbeddingClassifier):
 
         -inf for classes that had no training embeddings.
         """
-        return ClassCentroids(self.centroids_, self.empty_).similarities(self._validated(X))
+        X = self._validated(X)  # first: it raises NotFittedError before a fitted attribute is read
+        return ClassCentroids(self.centroids_, self.empty_).similarities(X)
 
     def predict_proba(self, X) -> np.ndarray:
         """Softmax of centroid similarities / temperature, float32 array of shape (n, n_classes)."""

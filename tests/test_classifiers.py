@@ -54,7 +54,7 @@ def test_given_classes_fix_the_columns_even_when_a_class_is_absent(blobs):
 
 def test_softmax_classifier_reproduces_the_model(bundle, small_dataset):
     _, queries = small_dataset
-    embedded = bundle.embedder.embed_files(queries["cook"] + queries["123"])
+    embedded = bundle.keras_embedder.embed_files(queries["cook"] + queries["123"])  # the model, in fp32
     from lookalike.bundle.evaluation import softmax_classifier
 
     classifier = softmax_classifier(bundle)

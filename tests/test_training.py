@@ -14,7 +14,7 @@ from lookalike.embedder.training import cut_layer
 
 
 def test_cut_layer_reads_the_blocks_from_the_model(bundle):
-    backbone = bundle.embedder.backbone
+    backbone = bundle.keras_embedder.backbone
     assert cut_layer(backbone, 1) == "block_15_add" and cut_layer(backbone, 3) == "block_13_project_BN"
     with pytest.raises(ValueError, match="has 16 blocks"):
         cut_layer(backbone, 16)
@@ -22,7 +22,7 @@ def test_cut_layer_reads_the_blocks_from_the_model(bundle):
 
 @pytest.mark.parametrize("blocks", [1, 3, 5, 15])
 def test_cut_then_top_equals_the_whole_backbone(bundle, small_dataset, blocks):
-    embedder = bundle.embedder
+    embedder = bundle.keras_embedder
     _, queries = small_dataset
     from lookalike.data import load_image
 
@@ -34,8 +34,8 @@ def test_cut_then_top_equals_the_whole_backbone(bundle, small_dataset, blocks):
 
 def test_fine_tuning_changes_only_the_top_blocks(bundle):
     """Blocks 14-16 and Conv_1 were fine-tuned (3 blocks); everything below, and every batch-norm, is ImageNet's."""
-    tuned = bundle.embedder.backbone
-    original = build_backbone(bundle.embedder.config.image_size)
+    tuned = bundle.keras_embedder.backbone
+    original = build_backbone(bundle.keras_embedder.config.image_size)
     changed = {
         layer.name
         for layer in tuned.layers
