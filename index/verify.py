@@ -148,7 +148,7 @@ def verify_pairs(
         return np.zeros(0, dtype=bool), empty, empty
     correlation = np.zeros(len(pairs), dtype=np.float32)
     local = np.zeros(len(pairs), dtype=np.float32)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))  # neighbouring pairs share images
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))  # adjacent pairs share images
     for start in range(0, len(pairs), batch_size):
         rows = order[start : start + batch_size]
         used, inverse = np.unique(pairs[rows], return_inverse=True)
