@@ -139,9 +139,11 @@ def search_view(registry: BundleRegistry, files: ServedFiles, session: gr.State)
                 gr.Examples(examples=examples, inputs=query, label="Examples", examples_per_page=N_EXAMPLES)
         with gr.Column(scale=2):
             best = gr.Markdown(elem_id="lookalike-verdict")
-            why = gr.Image(
+            gr.Markdown("**Why this match**: the regions that make up the cosine similarity (Stylianou et al. 2019)")
+            why = gr.Image(  # no label drawn over it: it would cover the picture's own titles
                 elem_id="lookalike-why",
-                label="Why this match: the regions that make up the cosine similarity (Stylianou et al. 2019)",
+                label="Why this match",
+                show_label=False,
                 interactive=False,
                 height=320,
                 format="jpeg",
