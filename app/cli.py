@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     reindex = commands.add_parser(
-        "reindex", help="rebuild a bundle's index as another type (flat, hnsw, ivf) and report its recall@10"
+        "reindex", help="rebuild a bundle's index as another type (flat, hnsw, ivf, ivfpq) and report its recall@10"
     )
     reindex.set_defaults(handler=_reindex)
     reindex.add_argument("bundle", metavar="BUNDLE", type=Path)
