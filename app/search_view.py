@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
-from ..bundle import Bundle, BundleError, QueryResult
+from ..bundle import Bundle, BundleError, QueryResult, search_image
 from ..bundle.explain import explain_result
 from ..data import ImageDecodeError
 from .server import BundleRegistry, ServedFiles
@@ -121,7 +121,7 @@ def search_view(registry: BundleRegistry, files: ServedFiles, session: gr.State)
             return (*empty_answer, None, None)
         bundle = registry.get(key)
         try:
-            result = bundle.query_files([image_path], k=int(k), n_characters=int(k))[0]
+            result = search_image(bundle, image_path, k=int(k))
         except ImageDecodeError as error:
             raise gr.Error(f"Could not read that image: {error.reason}") from error
         return (*answer_outputs(result, bundle, files), None, Answered(image_path, result, key))
