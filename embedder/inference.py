@@ -37,6 +37,8 @@ SOFTMAX_FILE = "softmax.npz"
 #: Environment variable that overrides the runtime a bundle chose: ``keras`` (the Keras model, TensorFlow), or a
 #: precision of :data:`~lookalike.embedder.runtime.PRECISIONS` (``fp32``, ``bf16``, ``int8``).
 RUNTIME_ENV = "LOOKALIKE_RUNTIME"
+#: Calls with fewer images go to a runtime that starts quickly (see :class:`RuntimeEmbedder`).
+FEW_IMAGES = 8
 
 
 @dataclass(frozen=True)
@@ -184,15 +186,21 @@ class RuntimeEmbedder(FileEmbedding):
     class_names : sequence of str
     softmax : (kernel, bias), optional
         The softmax layer's weights (see :meth:`softmax_weights`); None when the saved embedder has none.
+    few_runner : callable, optional
+        A runner that starts quickly (fp32 LiteRT) for calls of fewer than :data:`FEW_IMAGES` images, used when
+        ``runner`` starts slowly (OpenVINO's import and compilation take about 0.8 s, several hundred times one
+        image's inference): a query is answered without that wait, and ``runner`` starts with the first batch.
+        It is also the fallback when ``runner`` turns out not to work here.
 
     Attributes
     ----------
     runtime : callable
-        The runner.
+        The runner of batches.
     """
 
-    def __init__(self, runner, *, config: EmbedderConfig, class_names: Sequence[str], softmax=None):
+    def __init__(self, runner, *, config: EmbedderConfig, class_names: Sequence[str], softmax=None, few_runner=None):
         self.runtime = runner
+        self.few_runner = few_runner
         self.config = config
         self.class_names = tuple(class_names)
         self._softmax = softmax
@@ -200,16 +208,25 @@ class RuntimeEmbedder(FileEmbedding):
     @property
     def embedding_dim(self) -> int:
         """Size d of the embeddings."""
-        return int(self.runtime.embedding_dim)
+        return int((self.few_runner or self.runtime).embedding_dim)
 
     @property
     def precision(self) -> str:
-        """Precision the runtime computes in: one of :data:`~lookalike.embedder.runtime.PRECISIONS`."""
+        """Precision the runtime of batches computes in: one of :data:`~lookalike.embedder.runtime.PRECISIONS`."""
         return self.runtime.precision
 
     def embed_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """See :meth:`FileEmbedding.embed_images`; runs the exported runtime."""
-        return self.runtime(images)
+        """See :meth:`FileEmbedding.embed_images`; runs the exported runtime (``few_runner`` for few images)."""
+        if self.few_runner is not None and len(images) < FEW_IMAGES:
+            return self.few_runner(images)
+        try:
+            return self.runtime(images)
+        except RuntimeUnavailable as error:
+            if self.few_runner is None:
+                raise
+            logger.warning("the %s runtime failed, using %s from now on: %s", self.precision, "fp32", error)
+            self.runtime = self.few_runner
+            return self.runtime(images)
 
     def softmax_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """The head's softmax layer (see :meth:`lookalike.embedder.Embedder.softmax_weights`).
@@ -282,7 +299,15 @@ def load_embedder(directory: str | os.PathLike, *, precision: str = "fp32", thre
         except RuntimeUnavailable as error:
             logger.info("not using the %s runtime: %s", candidate, error)
             continue
-        return RuntimeEmbedder(runner, config=config, class_names=class_names, softmax=_read_softmax(directory))
+        few = None
+        if getattr(runner, "starts_slowly", False):
+            try:
+                few = open_runner(directory, "fp32", threads=threads)
+            except RuntimeUnavailable as error:
+                logger.info("no quick runtime for few images: %s", error)
+        return RuntimeEmbedder(
+            runner, config=config, class_names=class_names, softmax=_read_softmax(directory), few_runner=few
+        )
     from .model import Embedder
 
     logger.info("using Keras for inference")

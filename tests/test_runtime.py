@@ -78,6 +78,24 @@ def test_fp32_runtime_matches_keras(bundle, bundle_path, small_dataset):
         np.testing.assert_array_equal(stored_weights, keras_weights)
 
 
+def test_bf16_starts_with_the_first_batch_and_keeps_the_answers(bundle_path, small_dataset):
+    _, queries = small_dataset
+    paths = [p for ps in queries.values() for p in ps]
+    assert len(paths) >= inference_module.FEW_IMAGES
+    bf16 = load_embedder(bundle_path, precision="bf16")
+    assert (bf16.precision, bf16.few_runner.precision) == ("bf16", "fp32")
+    exact = load_embedder(bundle_path, precision="fp32")
+    one = bf16.embed_files(paths[:1])  # a query: the quick fp32 runner answers, OpenVINO has not started
+    assert not bf16.runtime.started
+    np.testing.assert_array_equal(one.embeddings, exact.embed_files(paths[:1]).embeddings)
+    reduced, reference = bf16.embed_files(paths), exact.embed_files(paths)
+    assert bf16.runtime.started
+    assert np.sum(reduced.embeddings * reference.embeddings, axis=1).min() >= 0.97  # cosine, both L2-normalised
+    assert not np.array_equal(reduced.embeddings, reference.embeddings)  # computed by the other runtime
+    agree = np.mean(reduced.probabilities.argmax(axis=1) == reference.probabilities.argmax(axis=1))
+    assert agree >= 0.95
+
+
 def test_without_a_runtime_the_bundle_falls_back_to_keras(bundle_path, small_dataset, monkeypatch):
     def unavailable(*args, **kwargs):
         raise RuntimeUnavailable("the ai-edge-litert package is not installed")
