@@ -122,8 +122,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--open-set-quantile",
         type=float,
         default=DEFAULT_QUANTILE,
-        help="share of the indexed images' own leave-one-out match scores below the 'no close match' threshold "
-        "(default %(default)s)",
+        help="share of the held-out images' (or, with fewer than 20, all indexed images') own leave-one-out match "
+        "scores below the 'no close match' threshold (default %(default)s)",
     )
     group.add_argument(
         "--weights",
@@ -538,7 +538,7 @@ def _train_bundle(data_dir: Path, out: Path, args: argparse.Namespace):
     open_set = bundle.open_set
     print(
         f"no-close-match threshold: cosine {open_set.threshold:.3f} (the {open_set.quantile:.0%} quantile of "
-        f"{open_set.images} indexed images' leave-one-out match scores)"
+        f"{open_set.images} {open_set.source} images' leave-one-out match scores)"
     )
     _print_precision(bundle)
     _report_skipped(bundle.failures, path / "skipped.csv")

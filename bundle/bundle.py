@@ -263,8 +263,8 @@ class Bundle:
         index_spec : IndexSpec
             FAISS index type and parameters (default: exact search for small datasets).
         open_set_quantile : float
-            Share of the indexed images' own leave-one-out match scores that falls below the "no close match"
-            threshold (see :mod:`lookalike.index.open_set`).
+            Share of the held-out (else all indexed) images' own leave-one-out match scores that falls below the
+            "no close match" threshold (see :mod:`lookalike.index.open_set`).
 
         Raises
         ------

@@ -2,9 +2,13 @@
 
 A query's **match score** is its cosine similarity to its most similar indexed image (the best image of the
 best-matching character). A query is *unknown* ("no close match") when that score is below a threshold
-calibrated per bundle: the ``quantile`` (default 5 %) of the match scores of the indexed images themselves,
-each searched leave-one-out (its own entry excluded), so that about ``1 - quantile`` of queries that look like
-the indexed images are accepted. This is the distance-to-nearest-training-sample rule of open-set
+calibrated per bundle: the ``quantile`` (default 5 %) of the match scores of indexed images, each searched
+leave-one-out (its own entry excluded), so that about ``1 - quantile`` of queries that look like the indexed
+images are accepted. The images are the **held-out** ones (split ``val`` or ``test``: the head never trained on
+them, like a query) when there are at least :data:`MIN_HELD_OUT`; otherwise (few-shot data: classes under 10
+images get no validation split) all indexed images, whose training images the head has pulled together, so the
+threshold is then stricter than nominal. On the demo bundle (freedroidrpg, 178 held-out of 1,006 images) the
+threshold from all images accepts 92.7 % of the held-out images, the held-out threshold 94.9 %. This is the distance-to-nearest-training-sample rule of open-set
 recognition (e.g. Bendale & Boult 2015, arXiv:1511.06233, for the nearest-class-mean form), with the
 threshold set by a quantile of in-distribution scores as in out-of-distribution detection practice
 (Hendrycks & Gimpel 2017, arXiv:1610.02136).
@@ -22,6 +26,8 @@ from .search import EmbeddingIndex
 DEFAULT_QUANTILE = 0.05
 #: Indexed images searched to calibrate (a seeded sample beyond this).
 CALIBRATION_SAMPLE = 5000
+#: Held-out images needed to calibrate on them alone (fewer: on every indexed image).
+MIN_HELD_OUT = 20
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,15 @@ class OpenSetCalibration:
         Share of the indexed images' own leave-one-out match scores below ``threshold``.
     images : int
         Indexed images searched to set it.
+    source : str
+        Which: ``"held-out"`` (split ``val`` or ``test``) or ``"indexed"`` (all; bundles of before held-out
+        calibration say so too).
     """
 
     threshold: float
     quantile: float
     images: int
+    source: str = "indexed"
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
@@ -50,16 +60,23 @@ class OpenSetCalibration:
     def from_dict(cls, values: dict) -> OpenSetCalibration:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            threshold=float(values["threshold"]), quantile=float(values["quantile"]), images=int(values["images"])
+            threshold=float(values["threshold"]),
+            quantile=float(values["quantile"]),
+            images=int(values["images"]),
+            source=str(values.get("source", "indexed")),
         )
 
 
-def leave_one_out_scores(index: EmbeddingIndex, *, sample: int = CALIBRATION_SAMPLE, seed: int = 0) -> np.ndarray:
+def leave_one_out_scores(
+    index: EmbeddingIndex, *, rows: np.ndarray | None = None, sample: int = CALIBRATION_SAMPLE, seed: int = 0
+) -> np.ndarray:
     """Match score of indexed images searched against the index without themselves.
 
     Parameters
     ----------
     index : EmbeddingIndex
+    rows : int ndarray of shape (r,), optional
+        Rows of the images to score (default: every indexed image).
     sample : int
         At most this many images (a seeded random sample beyond it).
     seed : int
@@ -68,12 +85,13 @@ def leave_one_out_scores(index: EmbeddingIndex, *, sample: int = CALIBRATION_SAM
     -------
     float32 ndarray of shape (m,)
         Cosine similarity of each sampled image to its most similar *other* indexed image;
-        m = min(len(index), sample), 0 when the index holds fewer than two images.
+        m = min(r, sample), 0 when the index holds fewer than two images.
     """
-    n = len(index)
-    if n < 2:
+    if len(index) < 2:
         return np.empty(0, dtype=np.float32)
-    rows = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    rows = np.arange(len(index)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
     found = index.search(index.vectors[rows], 2)
     own = found.ids == index.ids[rows][:, None]
     # The best hit that is not the image itself (an exact duplicate may outrank it).
@@ -82,7 +100,8 @@ def leave_one_out_scores(index: EmbeddingIndex, *, sample: int = CALIBRATION_SAM
 
 
 def calibrate(index: EmbeddingIndex, *, quantile: float = DEFAULT_QUANTILE, seed: int = 0) -> OpenSetCalibration:
-    """Set the "no close match" threshold of ``index`` from its own images (see the module docstring).
+    """Set the "no close match" threshold of ``index`` from its own images (see the module docstring): its held-out
+    images when it has at least :data:`MIN_HELD_OUT`, else all.
 
     Raises
     ------
@@ -91,7 +110,10 @@ def calibrate(index: EmbeddingIndex, *, quantile: float = DEFAULT_QUANTILE, seed
     """
     if not 0.0 <= quantile < 1.0:
         raise ValueError(f"quantile must be in [0, 1); got {quantile}")
-    scores = leave_one_out_scores(index, seed=seed)
+    held_out = np.flatnonzero([record.split != "train" for record in index.records])
+    source = "held-out" if len(held_out) >= MIN_HELD_OUT else "indexed"
+    scores = leave_one_out_scores(index, rows=held_out if source == "held-out" else None, seed=seed)
     if not len(scores):
         raise ValueError(f"calibrating the open-set threshold needs at least two indexed images; got {len(index)}")
-    return OpenSetCalibration(threshold=float(np.quantile(scores, quantile)), quantile=quantile, images=len(scores))
+    threshold = float(np.quantile(scores, quantile))
+    return OpenSetCalibration(threshold=threshold, quantile=quantile, images=len(scores), source=source)

@@ -1,4 +1,5 @@
-"""'No close match': the threshold is calibrated leave-one-out on the indexed images and every answer carries it."""
+"""'No close match': the threshold is calibrated leave-one-out on the held-out (else all indexed) images and every
+answer carries it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PIL import Image
 
 from lookalike.app.cli import main
 from lookalike.bundle import Bundle
+from lookalike.index import open_set
 from lookalike.index.open_set import calibrate, leave_one_out_scores
 
 
@@ -21,9 +23,18 @@ def test_leave_one_out_scores_equal_brute_force(bundle):
     np.testing.assert_allclose(leave_one_out_scores(bundle.index), expected, atol=1e-5)
 
 
-def test_threshold_is_the_quantile_of_the_indexed_images(bundle):
+def test_threshold_is_the_quantile_of_the_held_out_images(bundle, monkeypatch):
+    held_out = np.flatnonzero([r.split != "train" for r in bundle.index.records])
+    assert 0 < len(held_out) < len(bundle.index)
+    monkeypatch.setattr(open_set, "MIN_HELD_OUT", len(held_out))
+    on_held_out = calibrate(bundle.index, quantile=0.1)
+    assert (on_held_out.source, on_held_out.images) == ("held-out", len(held_out))
+    held_out_scores = leave_one_out_scores(bundle.index, rows=held_out)
+    assert on_held_out.threshold == pytest.approx(float(np.quantile(held_out_scores, 0.1)))
+    monkeypatch.setattr(open_set, "MIN_HELD_OUT", len(held_out) + 1)  # too few: every indexed image
     scores = leave_one_out_scores(bundle.index)
     calibration = calibrate(bundle.index, quantile=0.1)
+    assert (calibration.source, calibration.images) == ("indexed", len(bundle.index))
     assert calibration.threshold == pytest.approx(float(np.quantile(scores, 0.1)))
     assert np.mean(scores < calibration.threshold) <= 0.1 + 1 / len(scores)
     assert calibrate(bundle.index, quantile=0.0).threshold == pytest.approx(float(scores.min()))
@@ -33,7 +44,10 @@ def test_threshold_is_the_quantile_of_the_indexed_images(bundle):
 
 def test_training_stores_the_calibration_in_the_manifest(bundle):
     stored = bundle.manifest.open_set
-    assert stored["quantile"] == 0.05 and stored["images"] == len(bundle.index)
+    held_out = sum(r.split != "train" for r in bundle.index.records)
+    source = "held-out" if held_out >= open_set.MIN_HELD_OUT else "indexed"
+    assert stored["quantile"] == 0.05 and stored["source"] == source
+    assert stored["images"] == (held_out if source == "held-out" else len(bundle.index))
     assert stored["threshold"] == pytest.approx(calibrate(bundle.index).threshold, abs=1e-6)
 
 
