@@ -7,11 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from lookalike.app.cli import main
 from lookalike.bundle import Bundle
 from lookalike.index import open_set
 from lookalike.index.open_set import calibrate, leave_one_out_scores
-from PIL import Image
 
 
 def test_leave_one_out_scores_equal_brute_force(bundle):
