@@ -537,8 +537,8 @@ def _train_bundle(data_dir: Path, out: Path, args: argparse.Namespace):
     print(f"bundle with {len(bundle.index)} images written to {path}")
     open_set = bundle.open_set
     print(
-        f"no-close-match threshold: cosine {open_set.threshold:.3f} (the {open_set.quantile:.0%} quantile of "
-        f"{open_set.images} {open_set.source} images' leave-one-out match scores)"
+        f"no-close-match threshold: cosine {open_set.threshold:.3f} (the {open_set.quantile:.0%} quantile of the "
+        f"match scores of {open_set.images} {open_set.source} images)"
     )
     _print_precision(bundle)
     _report_skipped(bundle.failures, path / "skipped.csv")

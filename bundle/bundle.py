@@ -309,7 +309,7 @@ class Bundle:
                 "history": result.history,
                 "config": embedder.config.to_dict(),
             },
-            open_set=calibrate(index, quantile=open_set_quantile).to_dict(),
+            open_set=calibrate(index, quantile=open_set_quantile, cross_fit=result.calibration_scores).to_dict(),
         )
         bundle = cls(embedder, index, manifest, log_dir=log_dir)
         bundle._log_files = logs
@@ -333,6 +333,13 @@ class Bundle:
         if self.manifest.open_set is None:
             self.manifest = self.manifest.replace(open_set=calibrate(self.index).to_dict())
         return OpenSetCalibration.from_dict(self.manifest.open_set)
+
+    def _recalibrated(self) -> OpenSetCalibration:
+        """The open-set calibration for the index as it is now: a cross-fitted threshold (set at training, see
+        :mod:`lookalike.index.open_set`) is kept while there are too few held-out images to replace it."""
+        current = self.open_set
+        again = calibrate(self.index, quantile=current.quantile)
+        return current if current.source == "cross-fit" and again.source != "held-out" else again
 
     def _write_thumbnails(self, directory: Path) -> None:
         """Write the thumbnail pack of every indexed image into ``directory``: those of the saved bundle are
@@ -546,7 +553,7 @@ class Bundle:
             return self.manifest.replace(
                 index=self.index.spec.to_dict() | {"size": len(self.index), "metric": "inner_product"},
                 class_names=list(self.class_names),
-                open_set=calibrate(self.index, quantile=self.open_set.quantile).to_dict(),
+                open_set=self._recalibrated().to_dict(),
                 **changes,
             )
 

@@ -30,6 +30,7 @@ from tqdm.keras import TqdmCallback
 
 from ..data import ImageBatch, ImageRecord, class_codes, iter_image_batches
 
+from ..index.open_set import MIN_HELD_OUT
 from .config import EmbedderConfig
 from .errors import TrainingError
 from .inference import Embeddings
@@ -56,6 +57,10 @@ class TrainingResult:
     embedded : Embeddings
         Embeddings of all records by the trained embedder; ``embedded.indices`` are positions in the
         records given to :func:`train`, and unreadable records are in ``embedded.failures``.
+    calibration_scores : float32 ndarray of shape (m,) or None
+        Match scores of training images as unseen queries (:func:`cross_fit_scores`), for the "no close match"
+        threshold when there are too few held-out images; None when not computed (enough ``val`` images,
+        fine-tuning, or the scratch CNN).
     """
 
     embedder: Embedder
@@ -63,6 +68,7 @@ class TrainingResult:
     phase_epochs: dict[str, int]
     val_accuracy: float | None
     embedded: Embeddings
+    calibration_scores: np.ndarray | None = None
 
 
 def cut_layer(backbone: keras.Model, blocks: int) -> str:
@@ -191,6 +197,7 @@ def train(
     """
     labels = class_codes([r.label for r in records], class_names)
     splits = np.array([r.split for r in records])
+    calibration_scores = None
     train_at, rest_at = np.flatnonzero(splits == "train"), np.flatnonzero(splits != "train")
     log_dir = Path(log_dir) if log_dir is not None else None
     embedder = Embedder.build(config, class_names, weights=weights)
@@ -254,6 +261,10 @@ def train(
             **fit_options,
         )
         phase_epochs = {"head": len(history["loss"])}
+        if top is None and is_val.sum() < MIN_HELD_OUT:
+            calibration_scores = cross_fit_scores(
+                embedder, x_pooled[: len(train_x)], x_pooled[len(train_x) :], train_labels, **fit_options
+            )
         if top is not None:
             for sublayer in top.layers:
                 sublayer.trainable = not isinstance(sublayer, keras.layers.BatchNormalization)
@@ -286,7 +297,87 @@ def train(
         phase_epochs=phase_epochs,
         val_accuracy=val_accuracy,
         embedded=Embeddings(indices, embeddings, probabilities, train_set.failures + rest_set.failures),
+        calibration_scores=calibration_scores,
     )
+
+
+def cross_fit_scores(
+    embedder: Embedder,
+    clean: np.ndarray,
+    views: np.ndarray,
+    labels: np.ndarray,
+    *,
+    config: EmbedderConfig,
+    progress: bool = False,
+    log_dir: Path | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> np.ndarray | None:
+    """Match scores of training images as unseen queries, by two-fold cross-fitting of the head.
+
+    The training images of each class are dealt alternately into two folds (seeded order). For each fold a
+    fresh head of the same architecture and schedule is trained on the other fold's images and their augmented
+    views; every image of the fold, embedded by that head, is matched against the other fold's images (cosine
+    of its most similar one). The head never saw the query, as with a real query, which the head trained on
+    all images would flatter (it pulls a class's training images together). The "no close match" threshold is
+    a quantile of these scores (:func:`lookalike.index.open_set.calibrate`). Cross-fitting as in split
+    conformal prediction and cross-validation (Vovk et al., "Algorithmic Learning in a Random World", 2005).
+
+    Parameters
+    ----------
+    embedder : Embedder
+        The trained embedder, whose head is copied (architecture and fixed layers, not its weights).
+    clean : float32 ndarray of shape (n, f)
+        Pooled backbone features of the training images.
+    views : float32 ndarray of shape (v * n, f)
+        Their augmented views, view after view (as training stacks them).
+    labels : int ndarray of shape (n,)
+    config : EmbedderConfig
+    progress, log_dir, callbacks
+        As for training (``log_dir`` is not used: the folds' heads are not kept).
+
+    Returns
+    -------
+    float32 ndarray of shape (m,) or None
+        Cosine similarity per image of the classes that have at least 2 training images; None when no class has.
+    """
+    n = len(clean)
+    order = np.random.default_rng(config.seed).permutation(n)
+    fold = np.zeros(n, dtype=np.int64)
+    for label in np.unique(labels):
+        members = order[labels[order] == label]
+        fold[members[1::2]] = 1
+    usable = np.isin(labels, [c for c in np.unique(labels) if np.unique(fold[labels == c]).size == 2])
+    if not usable.any():
+        return None
+    n_views = len(views) // n if n else 0
+    scores = []
+    for held in (0, 1):
+        fit_on = fold != held
+        head = keras.models.clone_model(embedder.head)
+        for layer in head.layers:  # fixed layers (the fused features' projection) keep the trained values
+            if not layer.trainable and layer.weights:
+                layer.set_weights(embedder.head.get_layer(layer.name).get_weights())
+        x = np.concatenate([clean[fit_on], *(views[v * n : (v + 1) * n][fit_on] for v in range(n_views))])
+        y = np.tile(labels[fit_on], 1 + n_views)
+        _fit(
+            head,
+            x,
+            y,
+            None,
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            config=config,
+            phase=f"open_set_calibration_{held + 1}_of_2",
+            progress=progress,
+            log_dir=None,
+            callbacks=callbacks,
+        )
+        embed = keras.Model(head.input, head.get_layer("embedding").output)
+        embeddings = np.asarray(embed.predict(clean, batch_size=256, verbose=0), dtype=np.float32)
+        queries = fold == held
+        similarity = embeddings[queries & usable] @ embeddings[fit_on].T
+        scores.append(similarity.max(axis=1))
+    return np.concatenate(scores).astype(np.float32)
 
 
 def _decode_all(embedder: Embedder, paths: list) -> ImageBatch:

@@ -4,11 +4,17 @@ A query's **match score** is its cosine similarity to its most similar indexed i
 best-matching character). A query is *unknown* ("no close match") when that score is below a threshold
 calibrated per bundle: the ``quantile`` (default 5 %) of the match scores of indexed images, each searched
 leave-one-out (its own entry excluded), so that about ``1 - quantile`` of queries that look like the indexed
-images are accepted. The images are the **held-out** ones (split ``val`` or ``test``: the head never trained on
-them, like a query) when there are at least :data:`MIN_HELD_OUT`; otherwise (few-shot data: classes under 10
-images get no validation split) all indexed images, whose training images the head has pulled together, so the
-threshold is then stricter than nominal. On the demo bundle (freedroidrpg, 178 held-out of 1,006 images) the
-threshold from all images accepts 92.7 % of the held-out images, the held-out threshold 94.9 %. This is the distance-to-nearest-training-sample rule of open-set
+images are accepted. The scores come from images the head never trained on, like a query:
+
+1. ``held-out``: the indexed images of split ``val`` or ``test``, when there are at least :data:`MIN_HELD_OUT`;
+   on the demo bundle (freedroidrpg, 178 held-out of 1,006 images) this threshold accepts 94.9 % of them, one
+   set from all indexed images 92.7 %;
+2. ``cross-fit``: else (few-shot data: classes under 10 images get no validation split) the training images,
+   each scored by a head trained on the other half of them (:func:`lookalike.embedder.training.cross_fit_scores`,
+   computed when the bundle is trained and kept while it changes);
+3. ``indexed``: else every indexed image. Training pulls a class's training images together, so this threshold
+   is stricter than nominal (on ``benchmarks/generalisation``, 6 images per character: 73-86 % of new images
+   of known characters accepted at 5 %). This is the distance-to-nearest-training-sample rule of open-set
 recognition (e.g. Bendale & Boult 2015, arXiv:1511.06233, for the nearest-class-mean form), with the
 threshold set by a quantile of in-distribution scores as in out-of-distribution detection practice
 (Hendrycks & Gimpel 2017, arXiv:1610.02136).
@@ -43,8 +49,8 @@ class OpenSetCalibration:
     images : int
         Indexed images searched to set it.
     source : str
-        Which: ``"held-out"`` (split ``val`` or ``test``) or ``"indexed"`` (all; bundles of before held-out
-        calibration say so too).
+        Which scores (see the module docstring): ``"held-out"``, ``"cross-fit"`` or ``"indexed"`` (bundles of
+        before say so too).
     """
 
     threshold: float
@@ -99,9 +105,25 @@ def leave_one_out_scores(
     return other.astype(np.float32)
 
 
-def calibrate(index: EmbeddingIndex, *, quantile: float = DEFAULT_QUANTILE, seed: int = 0) -> OpenSetCalibration:
-    """Set the "no close match" threshold of ``index`` from its own images (see the module docstring): its held-out
-    images when it has at least :data:`MIN_HELD_OUT`, else all.
+def calibrate(
+    index: EmbeddingIndex,
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+    seed: int = 0,
+    cross_fit: np.ndarray | None = None,
+) -> OpenSetCalibration:
+    """Set the "no close match" threshold of ``index`` (see the module docstring): from its held-out images when
+    it has at least :data:`MIN_HELD_OUT`, else from ``cross_fit`` when given, else from every indexed image.
+
+    Parameters
+    ----------
+    index : EmbeddingIndex
+    quantile : float
+        Share of the scores below the threshold, in [0, 1).
+    seed : int
+        Seed of the sample of images searched when there are more than :data:`CALIBRATION_SAMPLE`.
+    cross_fit : float32 ndarray of shape (m,), optional
+        Cosine match scores of training images as unseen queries (cross-fitted heads).
 
     Raises
     ------
@@ -111,8 +133,12 @@ def calibrate(index: EmbeddingIndex, *, quantile: float = DEFAULT_QUANTILE, seed
     if not 0.0 <= quantile < 1.0:
         raise ValueError(f"quantile must be in [0, 1); got {quantile}")
     held_out = np.flatnonzero([record.split != "train" for record in index.records])
-    source = "held-out" if len(held_out) >= MIN_HELD_OUT else "indexed"
-    scores = leave_one_out_scores(index, rows=held_out if source == "held-out" else None, seed=seed)
+    if len(held_out) >= MIN_HELD_OUT:
+        source, scores = "held-out", leave_one_out_scores(index, rows=held_out, seed=seed)
+    elif cross_fit is not None and len(cross_fit) >= MIN_HELD_OUT:
+        source, scores = "cross-fit", np.asarray(cross_fit, dtype=np.float32)
+    else:
+        source, scores = "indexed", leave_one_out_scores(index, seed=seed)
     if not len(scores):
         raise ValueError(f"calibrating the open-set threshold needs at least two indexed images; got {len(index)}")
     threshold = float(np.quantile(scores, quantile))
