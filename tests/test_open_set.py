@@ -83,3 +83,30 @@ def test_search_json_reports_unknown(bundle_path, small_dataset, capsys):
     assert answer["unknown"] is True and answer["unknown_threshold"] == pytest.approx(1.01)
     assert main(["search", str(bundle_path), str(queries["arthur"][0])]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith(("match: ", "no close match: "))
+
+
+def test_few_shot_bundles_calibrate_on_cross_fitted_heads(small_dataset, tmp_path):
+    from lookalike.bundle.updates import add_files
+    from lookalike.data import load_folder
+    from lookalike.embedder import EmbedderConfig
+
+    root, queries = small_dataset
+    few = tmp_path / "few"
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        (few / folder.name).mkdir(parents=True)
+        for path in sorted(folder.glob("*.png"))[:6]:
+            (few / folder.name / path.name).write_bytes(path.read_bytes())
+    dataset = load_folder(few)  # classes of 6 images: no validation split
+    assert {r.split for r in dataset.records} == {"train"}
+    config = EmbedderConfig(epochs=3, augment_views=1)
+    bundle = Bundle.train(dataset, config=config)
+    calibration = bundle.open_set
+    assert (calibration.source, calibration.images) == ("cross-fit", len(dataset.records))
+    # the head trained on all images flatters them: their leave-one-out threshold is higher
+    assert calibration.threshold < calibrate(bundle.index).threshold
+    saved = bundle.save(tmp_path / "few.bundle")
+    loaded = Bundle.load(saved)
+    assert loaded.open_set == calibration
+    add_files(loaded, [queries["cook"][0]], label="cook")  # and saves
+    assert len(Bundle.load(saved).index) == len(dataset.records) + 1
+    assert Bundle.load(saved).open_set == calibration  # kept: no held-out images to calibrate on instead
