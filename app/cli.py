@@ -122,8 +122,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--open-set-quantile",
         type=float,
         default=DEFAULT_QUANTILE,
-        help="share of the held-out images' (or, with fewer than 20, all indexed images') own leave-one-out match "
-        "scores below the 'no close match' threshold (default %(default)s)",
+        help="share of known-looking queries to flag 'no close match': the quantile of held-out (or cross-fitted) "
+        "match scores the threshold is set at (default %(default)s)",
     )
     group.add_argument(
         "--weights",

@@ -316,9 +316,10 @@ def cross_fit_scores(
 
     The training images of each class are dealt alternately into two folds (seeded order). For each fold a
     fresh head of the same architecture and schedule is trained on the other fold's images and their augmented
-    views; every image of the fold, embedded by that head, is matched against the other fold's images (cosine
-    of its most similar one). The head never saw the query, as with a real query, which the head trained on
-    all images would flatter (it pulls a class's training images together). The "no close match" threshold is
+    views; every image of the fold, embedded by that head, is matched against all the other training images
+    (cosine of its most similar one), as a query is against the index. The head never saw the query, as with a
+    real query, which the head trained on all images would flatter (it pulls a class's training images
+    together). The "no close match" threshold is
     a quantile of these scores (:func:`lookalike.index.open_set.calibrate`). Cross-fitting as in split
     conformal prediction and cross-validation (Vovk et al., "Algorithmic Learning in a Random World", 2005).
 
@@ -374,8 +375,9 @@ def cross_fit_scores(
         )
         embed = keras.Model(head.input, head.get_layer("embedding").output)
         embeddings = np.asarray(embed.predict(clean, batch_size=256, verbose=0), dtype=np.float32)
-        queries = fold == held
-        similarity = embeddings[queries & usable] @ embeddings[fit_on].T
+        queries = np.flatnonzero((fold == held) & usable)
+        similarity = embeddings[queries] @ embeddings.T
+        similarity[np.arange(len(queries)), queries] = -np.inf  # every image but the query itself
         scores.append(similarity.max(axis=1))
     return np.concatenate(scores).astype(np.float32)
 
