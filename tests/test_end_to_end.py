@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lookalike.bundle import FORMAT_VERSION, Bundle, BundleError
+from lookalike.embedder import load_embedder
 from lookalike.index import EmbeddingIndex
 from conftest import CLASSES, CORRUPT_NAME
 
@@ -32,9 +33,9 @@ def test_corrupt_training_file_is_reported_and_skipped(bundle):
 
 
 def test_indexed_vectors_equal_a_fresh_embedding_of_the_files(bundle):
-    """The cached-feature training path and the full model give the same embeddings."""
+    """The cached-feature training path and the full model (exported, in fp32) give the same embeddings."""
     ids = np.arange(0, len(bundle.index), 9)
-    embedded = bundle.embedder.embed_files([bundle.index.records[i].path for i in ids])
+    embedded = load_embedder(bundle.path, precision="fp32").embed_files([bundle.index.records[i].path for i in ids])
     stored = bundle.index.faiss_index.reconstruct_batch(ids)
     assert embedded.embeddings.dtype == np.float32 and embedded.embeddings.shape == (len(ids), bundle.index.dim)
     np.testing.assert_allclose(np.linalg.norm(embedded.embeddings, axis=1), 1.0, atol=1e-5)

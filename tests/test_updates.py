@@ -13,6 +13,7 @@ from conftest import CLASSES
 
 from lookalike.app.cli import EXIT_SKIPPED, main
 from lookalike.data import DEFAULT_DATASET, ImageRecord
+from lookalike.embedder import load_embedder
 from lookalike.embedder.stream import EmbeddingStore, embed_to_store
 from lookalike.bundle import Bundle
 
@@ -98,6 +99,7 @@ def test_reindex_as_hnsw_reports_recall(bundle_copy, small_dataset, capsys):
 
 def test_an_interrupted_embedding_run_resumes_where_it_stopped(bundle, tmp_path, monkeypatch):
     records = [ImageRecord(r.path, r.label, "added") for r in bundle.index.records[:40]]
+    embedder = load_embedder(bundle.path, precision="fp32")  # the bundle's training embedded in fp32
     store = EmbeddingStore(tmp_path / "store")
     real_write, writes = EmbeddingStore.write, []
 
@@ -108,11 +110,11 @@ def test_an_interrupted_embedding_run_resumes_where_it_stopped(bundle, tmp_path,
 
     monkeypatch.setattr(EmbeddingStore, "write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
-        embed_to_store(bundle.embedder, records, store, chunk_size=10)
+        embed_to_store(embedder, records, store, chunk_size=10)
     monkeypatch.setattr(EmbeddingStore, "write", real_write)
     assert len(store.part_files()) == 2
 
-    summary = embed_to_store(bundle.embedder, records, store, chunk_size=10)
+    summary = embed_to_store(embedder, records, store, chunk_size=10)
     assert summary.resumed >= 20 and summary.resumed + summary.embedded == 40
     stored = store.read()
     assert sorted(str(r.path) for r in stored.records) == sorted(str(r.path) for r in records)  # each once
