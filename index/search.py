@@ -183,6 +183,11 @@ class IndexSpec:
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
 
+def _fewer_classes(labels: np.ndarray, top: int) -> bool:
+    """Whether some row of ``labels`` (int64, (n_queries, k), -1 for none) holds fewer than ``top`` classes."""
+    return any(len(np.unique(row[row >= 0])) < top for row in labels)
+
+
 def fingerprint(embeddings: np.ndarray) -> str:
     """SHA-256 of an embedding matrix's shape and bytes: what caches derived from the embeddings are keyed by."""
     digest = hashlib.sha256(repr(embeddings.shape).encode())
@@ -364,7 +369,7 @@ class EmbeddingIndex:
     def _changed(self) -> None:
         """After images were added or removed: a new version, and the values derived from the old one dropped."""
         self.version += 1
-        for name in ("fingerprint", "_present_classes", "_label_by_id"):
+        for name in ("fingerprint", "_present_classes", "_ids_by_class", "_id_bitmap"):
             self.__dict__.pop(name, None)
 
     @cached_property
@@ -415,12 +420,17 @@ class EmbeddingIndex:
         ValueError
             ``queries`` does not have shape (n_queries, d), or ``k`` < 1.
         """
+        queries = self._checked(queries, k)
+        return self._search(queries, k, self._parameters(ef_search=ef_search, nprobe=nprobe))
+
+    def _checked(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """``queries`` as contiguous float32; ValueError unless of shape (n_queries, d) and ``k`` >= 1."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (n_queries, {self.dim}); got {queries.shape}")
         if k < 1:
             raise ValueError(f"k must be at least 1; got {k}")
-        return self._search(queries, k, self._parameters(ef_search=ef_search, nprobe=nprobe))
+        return queries
 
     def _parameters(
         self, *, ef_search: int | None = None, nprobe: int | None = None, selector: faiss.IDSelector | None = None
@@ -470,14 +480,63 @@ class EmbeddingIndex:
             ids, scores = np.pad(ids, pad, constant_values=-1), np.pad(scores, pad, constant_values=NO_SCORE)
         return scores.astype(np.float32), ids
 
+    def search_with_classes(self, queries: np.ndarray, k: int, *, top: int) -> tuple[SearchResult, SearchResult]:
+        """The ``k`` most similar images and the ``top`` most similar classes of each query, from one search where
+        one suffices.
+
+        The search goes as deep as the index type allows at (almost) no extra cost (:meth:`class_depth`): an
+        exact index scans every vector whatever the depth, an HNSW search visits ``efSearch`` candidates
+        whatever the k. Its first ``k`` results are the neighbors (those of :meth:`search`, up to the order of
+        ties); all of them name the classes for :meth:`nearest_classes`, which searches again only for queries
+        whose results hold fewer than ``top`` classes.
+
+        Parameters
+        ----------
+        queries : float32 ndarray of shape (n_queries, d), L2-normalised
+        k : int
+            Neighbors per query, at least 1.
+        top : int
+            Classes per query, at least 1.
+
+        Returns
+        -------
+        neighbors : SearchResult of shape (n_queries, k)
+            As :meth:`search` returns them.
+        classes : SearchResult of shape (n_queries, top)
+            As :meth:`nearest_classes` returns them.
+
+        Raises
+        ------
+        ValueError
+            ``queries`` does not have shape (n_queries, d), or ``k`` or ``top`` < 1.
+        """
+        queries = self._checked(queries, k)
+        if top < 1:
+            raise ValueError(f"top must be at least 1; got {top}")
+        found = self._search(queries, self.class_depth(k), self._parameters())
+        neighbors = SearchResult(*(getattr(found, field)[:, :k] for field in SearchResult.__dataclass_fields__))
+        return neighbors, self.nearest_classes(queries, top, found=found)
+
+    def class_depth(self, k: int) -> int:
+        """How many neighbors a search of ``k`` can return at (almost) no extra cost, for ranking classes.
+
+        ``flat`` and ``ivf``: :data:`EXACT_CLASS_DEPTH` (the scan of all vectors, or of ``nprobe`` cells, costs
+        the same at any depth); ``hnsw``: ``efSearch`` (the candidates it visits anyway); ``ivfpq``: ``k``
+        (each result costs ``k_factor`` exact re-rankings). Never more than the index holds, never less than k.
+        """
+        depth = {"flat": EXACT_CLASS_DEPTH, "ivf": EXACT_CLASS_DEPTH, "hnsw": self.spec.ef_search}.get(
+            self.spec.type, k
+        )
+        return max(k, min(depth, len(self)))
+
     def nearest_classes(self, queries: np.ndarray, top: int, *, found: SearchResult | None = None) -> SearchResult:
         """Each query's ``top`` most similar classes, each represented by its most similar indexed image.
 
         A class's score is the similarity of its best image. Classes are taken in the order of their first
-        image among the query's neighbors (``found``, else a search of depth ``top``); while fewer than ``top``
-        have appeared, the index is searched again with the classes already found filtered out (a FAISS
-        ``IDSelectorBitmap`` over the ids), so that every round ranks the next classes. With an exact index this
-        is exactly the ranking of every class by the maximum similarity of its images (brute force over all
+        image among the query's neighbors (``found``, else a search of depth :meth:`class_depth`); while fewer
+        than ``top`` have appeared, the index is searched again with the classes already found filtered out (a
+        FAISS ``IDSelectorBitmap`` over the ids), so that every round ranks the next classes. With an exact index
+        this is exactly the ranking of every class by the maximum similarity of its images (brute force over all
         vectors, which ``tests/test_search_classes.py`` compares it with); with an approximate one it is as
         good as the index's recall.
 
@@ -487,8 +546,9 @@ class EmbeddingIndex:
         top : int
             Number of classes per query, at least 1.
         found : SearchResult, optional
-            This index's answer for ``queries`` at any depth (e.g. the top-k neighbors already searched):
-            when it holds ``top`` classes, no further search is made.
+            This index's answer for ``queries`` at any depth (e.g. the neighbors already searched): when it
+            holds ``top`` classes for every query, no further search is made; when it does not and is shallower
+            than :meth:`class_depth`, one search of that depth comes first.
 
         Returns
         -------
@@ -496,8 +556,10 @@ class EmbeddingIndex:
             The best image of each class, most similar class first; id -1 beyond the classes that have images.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if found is None:
-            found = self.search(queries, top)
+        depth = self.class_depth(top)
+        if found is None or (found.ids.shape[1] < depth and _fewer_classes(found.labels, top)):
+            found = self._search(queries, depth, self._parameters())
+        depth = found.ids.shape[1]
         shape = (len(queries), top)
         out = SearchResult(
             scores=np.full(shape, -np.inf, np.float32),
@@ -505,29 +567,26 @@ class EmbeddingIndex:
             rows=np.full(shape, -1, np.int64),
             labels=np.full(shape, -1, np.int64),
         )
-        depth = max(top, found.ids.shape[1])
-        short = any(len(np.unique(row[row >= 0])) < top for row in found.labels)  # a query needs more classes
-        if self.spec.type == "flat" and len(self) > depth and short:
-            # One deep exact search names enough classes for almost every query; filtered rounds only after it.
-            depth = min(len(self), max(depth, EXACT_CLASS_DEPTH))
-            found = self._search(queries, depth, self._parameters())
         for q in range(len(queries)):
-            result, row, taken = found, q, 0
+            result, row, taken, bitmap = found, q, 0, None
             while True:
                 ((positions, _),) = nearest_classes(result.labels[row : row + 1], top=top - taken)
                 for field in ("scores", "ids", "rows", "labels"):
                     getattr(out, field)[q, taken : taken + len(positions)] = getattr(result, field)[row, positions]
-                taken += len(positions)
-                if taken == top or len(positions) == 0 or taken >= self._present_classes:
+                if (
+                    taken + len(positions) == top
+                    or len(positions) == 0
+                    or taken + len(positions) >= self._present_classes
+                ):
                     break
-                selector, bitmap = self._selector_without(out.labels[q, :taken])
+                bitmap = self._without_classes(out.labels[q, taken : taken + len(positions)], bitmap)
+                taken += len(positions)
                 params = self._parameters(
                     ef_search=FILTERED_EFFORT * max(self.spec.ef_search, depth),
                     nprobe=FILTERED_EFFORT * self.spec.nprobe,
-                    selector=selector,
+                    selector=faiss.IDSelectorBitmap(self.next_id, faiss.swig_ptr(bitmap)),
                 )
                 result, row = self._search(queries[q : q + 1], depth, params), 0
-                del bitmap  # kept alive until here: the selector reads it during the search
         return out
 
     @cached_property
@@ -535,19 +594,26 @@ class EmbeddingIndex:
         return len(np.unique(self.labels))
 
     @cached_property
-    def _label_by_id(self) -> np.ndarray:
-        """Class of each id in 0 .. next_id - 1, -1 for ids no longer indexed: int64 ndarray of shape (next_id,)."""
-        labels = np.full(self.next_id, -1, dtype=np.int64)
-        labels[self.ids] = self.labels
-        return labels
+    def _ids_by_class(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids sorted by class (int64, (n,)), and where each class starts in them (int64, (n_classes + 1,))."""
+        order = np.argsort(self.labels, kind="stable")
+        return self.ids[order], np.searchsorted(self.labels[order], np.arange(len(self.class_names) + 1))
 
-    def _selector_without(self, classes: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
-        """A FAISS selector of the ids of every class but ``classes``, and the bitmap it reads (keep it alive)."""
-        allowed = np.ones(len(self.class_names) + 1, dtype=bool)
-        allowed[classes] = False
-        allowed[-1] = False  # ids no longer indexed
-        bitmap = np.packbits(allowed[self._label_by_id], bitorder="little")
-        return faiss.IDSelectorBitmap(self.next_id, faiss.swig_ptr(bitmap)), bitmap
+    @cached_property
+    def _id_bitmap(self) -> np.ndarray:
+        """Bit i set for every indexed id i (uint8, (ceil(next_id / 8),), FAISS ``IDSelectorBitmap`` order)."""
+        present = np.zeros(self.next_id, dtype=bool)
+        present[self.ids] = True
+        return np.packbits(present, bitorder="little")
+
+    def _without_classes(self, classes: np.ndarray, bitmap: np.ndarray | None = None) -> np.ndarray:
+        """``bitmap`` (default: every indexed id) with the ids of ``classes`` cleared: a new array for
+        ``faiss.IDSelectorBitmap``, which reads it during the search (keep it alive until then)."""
+        ids, starts = self._ids_by_class
+        excluded = np.concatenate([ids[starts[c] : starts[c + 1]] for c in classes])
+        bitmap = (self._id_bitmap if bitmap is None else bitmap).copy()
+        np.bitwise_and.at(bitmap, excluded >> 3, ~np.left_shift(1, excluded & 7).astype(np.uint8))
+        return bitmap
 
     def hit(self, row: int, score: float) -> Hit:
         """The :class:`Hit` for the image at ``row``, at similarity ``score``."""

@@ -32,10 +32,12 @@ Results go to ``benchmarks/ann/results.json``.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,11 +46,12 @@ import numpy as np
 from build_embeddings import DEFAULT_OUT, view_path
 from faiss.contrib.evaluation import knn_intersection_measure
 from lookalike.data import ImageRecord
+from lookalike.data.files import write_atomic
 from lookalike.index import EmbeddingIndex, IndexSpec
 
 RESULTS = Path(__file__).with_name("results.json")
-#: Index sizes of the full-answer latency targets.
-LATENCY_SMALL, LATENCY_LARGE = 100_000, 1_000_000
+#: Full-answer latencies measured by default: index type (``auto``: what ``IndexSpec()`` resolves to) @ vectors.
+LATENCY = "flat@25000,flat@50000,flat@100000,auto@100000,auto@1000000"
 HELD_OUT = 0.03
 K = 10
 #: IVF-PQ re-ranking depths swept (candidates per result), on the same index.
@@ -125,6 +128,21 @@ def index_bytes(index: EmbeddingIndex) -> int:
         return path.stat().st_size
 
 
+@contextmanager
+def timing(lock: Path | None):
+    """Hold ``lock`` (``flock``, which the machine's other timed jobs take too) while timing, and yield the
+    1-minute load average at the start; without a lock, just the load average."""
+    if lock is None:
+        yield os.getloadavg()[0]
+        return
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield os.getloadavg()[0]
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def sweep(index: EmbeddingIndex, queries: np.ndarray, truth: np.ndarray, knob: str, values) -> list[dict]:
     rows = []
     for value in values:
@@ -142,15 +160,13 @@ def sweep(index: EmbeddingIndex, queries: np.ndarray, truth: np.ndarray, knob: s
     return rows
 
 
-def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, specs, keep: IndexSpec | None = None):
-    """Recall@10 against ms/query for each spec, on ``base`` (a memory-mapped file, as a loaded bundle's).
-
-    Returns the rows for results.json and the index built with spec ``keep`` (None if not asked for).
-    """
+def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, specs, lock: Path | None) -> list[dict]:
+    """Recall@10 against ms/query for each spec, on ``base`` (a memory-mapped file, as a loaded bundle's); the
+    sweeps (not the builds) hold ``lock``."""
     started = time.perf_counter()
     truth = exact_top(base, queries, K)
     print(f"  exact top-{K} of {len(queries)} queries (batched): {time.perf_counter() - started:.1f} s", flush=True)
-    out, kept = [], None
+    out = []
     for spec in specs:
         started = time.perf_counter()
         index = EmbeddingIndex.build(base, records, names, spec=spec)
@@ -162,25 +178,33 @@ def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, spe
             index.spec = replace(index.spec, k_factor=k_factor)
             if spec.type == "ivfpq":
                 print(f"   k_factor {k_factor}:")
+            with timing(lock) as load:
+                rows = sweep(index, queries, truth, knob, values)
             out.append(
                 {
                     "spec": index.spec.to_dict(),
                     "factory": index.spec.factory_string(),
                     "build_s": build,
                     "bytes_per_vector": size / len(base),
-                    "sweep": sweep(index, queries, truth, knob, values),
+                    "load_average": load,
+                    "sweep": rows,
                 }
             )
-        if spec == keep:
-            kept = index
         del index
-    return out, kept
+    return out
 
 
-def specs_for(n: int) -> list[IndexSpec]:
+def specs_for(n: int, hnsw: str) -> list[IndexSpec]:
+    """Flat, the HNSW graphs of ``hnsw`` (``M/efConstruction,...``), IVF-Flat and IVF-PQ with about 4 sqrt(n)
+    cells."""
     nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
-    hnsw = [IndexSpec(type="hnsw", hnsw_m=m) for m in ((16, 32) if n < 50_000 else (32,))]
-    return [IndexSpec(type="flat"), *hnsw, IndexSpec(type="ivf", nlist=nlist), IndexSpec(type="ivfpq", nlist=nlist)]
+    graphs = [tuple(map(int, item.split("/"))) for item in hnsw.split(",") if item]
+    return [
+        IndexSpec(type="flat"),
+        *(IndexSpec(type="hnsw", hnsw_m=m, ef_construction=ef) for m, ef in graphs),
+        IndexSpec(type="ivf", nlist=nlist),
+        IndexSpec(type="ivfpq", nlist=nlist),
+    ]
 
 
 def as_file(vectors: np.ndarray, folder: Path) -> np.ndarray:
@@ -194,18 +218,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=DEFAULT_OUT, help="where build_embeddings.py wrote the views")
     parser.add_argument("--only", default="curves,latency", help="comma-separated parts to run")
-    parser.add_argument("--sizes", default="real,1000000", help="index sizes: 'real' (all real base vectors) or n")
+    parser.add_argument(
+        "--sizes", default="real,1000000", help="curves' index sizes: 'real' (all real base vectors) or n"
+    )
+    parser.add_argument("--hnsw", default="16/80,32/80", help="HNSW graphs of the curves, M/efConstruction,...")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--bundle", type=Path, help="bundle for the latency part (default: the one that embedded)")
     parser.add_argument(
-        "--latency-sizes",
-        default=f"{LATENCY_SMALL},{LATENCY_LARGE}",
-        help="SMALL,LARGE: full-answer latency on SMALL real vectors (flat and HNSW) and on the LARGE curves' HNSW",
+        "--latency",
+        default=LATENCY,
+        help="TYPE@N,...: full-answer latency with an index of TYPE (auto: IndexSpec()'s choice) over N vectors",
     )
+    parser.add_argument("--lock", type=Path, help="file to flock while timing (shared with other timed jobs)")
     args = parser.parse_args()
-    small, large = map(int, args.latency_sizes.split(","))
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results["machine"] = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
+    results["machine"] = {"cpus": os.cpu_count()}
     real = load_real(args.cache)
     rng = np.random.default_rng(0)
     queries = real["queries"][rng.choice(len(real["queries"]), min(args.queries, len(real["queries"])), replace=False)]
@@ -220,41 +247,41 @@ def main() -> None:
         "views": real["views"],
         "images": len(real["meta"]["images"]),
         "characters": len(real["class_names"]),
+        "held_out_query_views": len(real["queries"]),
         "queries": len(queries),
         "bundle": real["meta"]["bundle"],
     }
-    sizes = [len(real["base"]) if s == "real" else int(s) for s in args.sizes.split(",")]
     parts = args.only.split(",")
-    latency = None
+    if "curves" in parts:
+        results.setdefault("curves", {})
+        for n in [len(real["base"]) if s == "real" else int(s) for s in args.sizes.split(",")]:
+            base, images = derive(real["base"], real["base_image"], n, np.random.default_rng(1))
+            base, images = base[:n], images[:n]
+            print(f"{n:,} vectors:", flush=True)
+            with tempfile.TemporaryDirectory(dir=args.cache) as folder:
+                records = records_for(images, real, real["class_names"])
+                results["curves"][str(n)] = curves(
+                    as_file(base, Path(folder)),
+                    records,
+                    real["class_names"],
+                    queries,
+                    specs_for(n, args.hnsw),
+                    args.lock,
+                )
+            write_atomic(RESULTS, json.dumps(results, indent=2))
     if "latency" in parts:
         from latency import Latency
 
         latency = Latency(real, args.bundle or Path(real["meta"]["bundle"]))
         results.setdefault("latency", {})
-        n = small
-        base, images = real["base"][:n], real["base_image"][:n]
-        with tempfile.TemporaryDirectory(dir=args.cache) as folder:
-            mapped = as_file(base, Path(folder))
-            for spec in (IndexSpec(), IndexSpec(type="hnsw")):
-                results["latency"][f"{n}-{spec.type}"] = latency.measure(mapped, images, spec)
-        RESULTS.write_text(json.dumps(results, indent=2))
-    results.setdefault("curves", {})
-    for n in sizes:
-        base, images = derive(real["base"], real["base_image"], n, np.random.default_rng(1))
-        base, images = base[:n], images[:n]
-        print(f"{n:,} vectors:", flush=True)
-        with tempfile.TemporaryDirectory(dir=args.cache) as folder:
-            mapped = as_file(base, Path(folder))
-            keep = IndexSpec().resolve(n, base.shape[1]) if latency and n == large else None
-            if "curves" in parts:
-                records = records_for(images, real, real["class_names"])
-                results["curves"][str(n)], index = curves(
-                    mapped, records, real["class_names"], queries, specs_for(n), keep
-                )
-            RESULTS.write_text(json.dumps(results, indent=2))
-            if keep is not None:
-                results["latency"][f"{n}-{keep.type}"] = latency.measure(mapped, images, keep, index=index)
-                RESULTS.write_text(json.dumps(results, indent=2))
+        for item in args.latency.split(","):
+            kind, n = item.split("@")
+            base, images = derive(real["base"], real["base_image"], int(n), np.random.default_rng(1))
+            base, images = base[: int(n)], images[: int(n)]
+            with tempfile.TemporaryDirectory(dir=args.cache) as folder:
+                measured = latency.measure(as_file(base, Path(folder)), images, IndexSpec(type=kind), args.lock)
+            results["latency"][f"{n}-{kind}"] = measured
+            write_atomic(RESULTS, json.dumps(results, indent=2))
     print(f"results written to {RESULTS}")
 
 
