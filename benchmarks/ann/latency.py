@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 from lookalike.bundle import Bundle
 from lookalike.index import EmbeddingIndex, IndexSpec
@@ -64,14 +65,25 @@ class Latency:
         rng = np.random.default_rng(2)
         self.paths = [Path(real["meta"]["images"][i]["path"]) for i in rng.choice(held, QUERIES, replace=False)]
 
-    def measure(self, vectors: np.ndarray, images: np.ndarray, spec: IndexSpec, lock: Path | None = None) -> dict:
-        """Build an index of ``spec`` over ``vectors`` (rows of ``images``), answer the held-out files one at a time
-        (the timing holding ``lock``) and compare its nearest characters with the exact ranking."""
-        from run import records_for, timing
+    def measure(
+        self, vectors: np.ndarray, images: np.ndarray, spec: IndexSpec, lock: Path | None, graphs: Path
+    ) -> dict:
+        """Build an index of ``spec`` over ``vectors`` (rows of ``images``; an HNSW graph the curves kept in
+        ``graphs`` is read instead), answer the held-out files one at a time (the timing holding ``lock``) and
+        compare its nearest characters with the exact ranking."""
+        from run import records_for, saved_graph, timing
 
         records = records_for(images, self.real, self.names)
+        spec = spec.resolve(len(vectors), vectors.shape[1])
+        saved = saved_graph(graphs, len(vectors), spec)
         started = time.perf_counter()
-        index = EmbeddingIndex.build(vectors, records, self.class_names, spec=spec)
+        if spec.type == "hnsw" and saved.is_file():
+            graph = faiss.read_index(str(saved))
+            faiss.downcast_index(graph.index).hnsw.efSearch = spec.ef_search
+            ids = np.arange(len(vectors))
+            index = EmbeddingIndex(graph, vectors, ids, records, self.class_names, spec=spec, next_id=len(vectors))
+        else:
+            index = EmbeddingIndex.build(vectors, records, self.class_names, spec=spec)
         build = time.perf_counter() - started
         bundle = Bundle(self.template.embedder, index, self.template.manifest)
         embed_ms, query_ms, query_cpu_ms, embeddings = [], [], [], []
@@ -96,6 +108,7 @@ class Latency:
             "index": index.spec.to_dict(),
             "vectors": len(index),
             "build_s": build,
+            "graph_read_from": str(saved) if spec.type == "hnsw" and saved.is_file() else None,
             "queries": len(self.paths),
             "load_average": load,
             "p50_ms": float(np.percentile(total, 50)),

@@ -160,9 +160,17 @@ def sweep(index: EmbeddingIndex, queries: np.ndarray, truth: np.ndarray, knob: s
     return rows
 
 
-def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, specs, lock: Path | None) -> list[dict]:
+def saved_graph(folder: Path, n: int, spec: IndexSpec) -> Path:
+    """Where the curves keep the HNSW graph of ``spec`` over the first ``n`` vectors, which the latency part
+    reads instead of building it again."""
+    return folder / f"hnsw-{n}-M{spec.hnsw_m}-efc{spec.ef_construction}.faiss"
+
+
+def curves(
+    base: np.ndarray, records, names: list[str], queries: np.ndarray, specs, lock: Path | None, graphs: Path
+) -> list[dict]:
     """Recall@10 against ms/query for each spec, on ``base`` (a memory-mapped file, as a loaded bundle's); the
-    sweeps (not the builds) hold ``lock``."""
+    sweeps (not the builds) hold ``lock``; HNSW graphs are kept in ``graphs`` (see :func:`saved_graph`)."""
     started = time.perf_counter()
     truth = exact_top(base, queries, K)
     print(f"  exact top-{K} of {len(queries)} queries (batched): {time.perf_counter() - started:.1f} s", flush=True)
@@ -171,7 +179,12 @@ def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, spe
         started = time.perf_counter()
         index = EmbeddingIndex.build(base, records, names, spec=spec)
         build = time.perf_counter() - started
-        size = index_bytes(index)
+        if index.spec.type == "hnsw":
+            path = saved_graph(graphs, len(base), index.spec)
+            faiss.write_index(index.faiss_index, str(path))
+            size = path.stat().st_size
+        else:
+            size = index_bytes(index)
         print(f"  {index.spec.factory_string()}: built in {build:.0f} s, {size / len(base):.0f} B/vector", flush=True)
         knob, values = SWEEPS[index.spec.type]
         for k_factor in K_FACTORS if spec.type == "ivfpq" else (spec.k_factor,):
@@ -252,6 +265,8 @@ def main() -> None:
         "bundle": real["meta"]["bundle"],
     }
     parts = args.only.split(",")
+    graphs = args.cache / f"graphs-{real['views']}-views"
+    graphs.mkdir(exist_ok=True)
     if "curves" in parts:
         results.setdefault("curves", {})
         for n in [len(real["base"]) if s == "real" else int(s) for s in args.sizes.split(",")]:
@@ -267,6 +282,7 @@ def main() -> None:
                     queries,
                     specs_for(n, args.hnsw),
                     args.lock,
+                    graphs,
                 )
             write_atomic(RESULTS, json.dumps(results, indent=2))
     if "latency" in parts:
@@ -279,7 +295,7 @@ def main() -> None:
             base, images = derive(real["base"], real["base_image"], int(n), np.random.default_rng(1))
             base, images = base[: int(n)], images[: int(n)]
             with tempfile.TemporaryDirectory(dir=args.cache) as folder:
-                measured = latency.measure(as_file(base, Path(folder)), images, IndexSpec(type=kind), args.lock)
+                measured = latency.measure(as_file(base, Path(folder)), images, IndexSpec(type=kind), args.lock, graphs)
             results["latency"][f"{n}-{kind}"] = measured
             write_atomic(RESULTS, json.dumps(results, indent=2))
     print(f"results written to {RESULTS}")
