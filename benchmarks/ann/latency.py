@@ -9,10 +9,10 @@ nearest characters, centroids) separately, and checks the nearest characters aga
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 from lookalike.bundle import Bundle
 from lookalike.index import EmbeddingIndex, IndexSpec
@@ -65,67 +65,80 @@ class Latency:
         rng = np.random.default_rng(2)
         self.paths = [Path(real["meta"]["images"][i]["path"]) for i in rng.choice(held, QUERIES, replace=False)]
 
-    def measure(
-        self, vectors: np.ndarray, images: np.ndarray, spec: IndexSpec, lock: Path | None, graphs: Path
-    ) -> dict:
-        """Build an index of ``spec`` over ``vectors`` (rows of ``images``; an HNSW graph the curves kept in
-        ``graphs`` is read instead), answer the held-out files one at a time (the timing holding ``lock``) and
-        compare its nearest characters with the exact ranking."""
-        from run import records_for, saved_graph, timing
+    def prepare(self, vectors: np.ndarray, images: np.ndarray, spec: IndexSpec, folder: Path) -> dict:
+        """A bundle answering with an index of ``spec`` over ``vectors`` (rows of ``images``): built, or read
+        from ``folder`` when the curves kept one of the same kind and size."""
+        from run import index_file, read_index, records_for
 
         records = records_for(images, self.real, self.names)
         spec = spec.resolve(len(vectors), vectors.shape[1])
-        saved = saved_graph(graphs, len(vectors), spec)
+        saved = index_file(folder, len(vectors), spec)
         started = time.perf_counter()
-        if spec.type == "hnsw" and saved.is_file():
-            graph = faiss.read_index(str(saved))
-            faiss.downcast_index(graph.index).hnsw.efSearch = spec.ef_search
-            ids = np.arange(len(vectors))
-            index = EmbeddingIndex(graph, vectors, ids, records, self.class_names, spec=spec, next_id=len(vectors))
+        if saved.is_file():
+            index = read_index(saved, vectors, spec, records, self.class_names)
         else:
             index = EmbeddingIndex.build(vectors, records, self.class_names, spec=spec)
-        build = time.perf_counter() - started
-        bundle = Bundle(self.template.embedder, index, self.template.manifest)
+        answer = {"bundle": Bundle(self.template.embedder, index, self.template.manifest)}
+        answer["result"] = {
+            "index": index.spec.to_dict(),
+            "vectors": len(index),
+            "read_from": str(saved) if saved.is_file() else None,
+            "build_or_read_s": time.perf_counter() - started,
+            "queries": len(self.paths),
+        }
+        return answer
+
+    def time(self, answer: dict) -> dict:
+        """Answer the held-out files one at a time: the latency of embedding and of the rest of the answer."""
+        bundle, result = answer["bundle"], answer["result"]
+        bundle.query_files(self.paths[:1])  # warm-up: centroids, runtime
         embed_ms, query_ms, query_cpu_ms, embeddings = [], [], [], []
-        with timing(lock) as load:
-            bundle.query_files(self.paths[:1])  # warm-up: centroids, runtime
-            for path in self.paths:
-                started = time.perf_counter()
-                embedding, probabilities = bundle.embed_files([path])
-                middle, cpu = time.perf_counter(), time.process_time()
-                bundle.query(embedding, probabilities)
-                done = time.perf_counter()
-                query_cpu_ms.append(1000 * (time.process_time() - cpu))
-                embed_ms.append(1000 * (middle - started))
-                query_ms.append(1000 * (done - middle))
-                embeddings.append(embedding[0])
+        result["load_average"] = os.getloadavg()[0]
+        for path in self.paths:
+            started = time.perf_counter()
+            embedding, probabilities = bundle.embed_files([path])
+            middle, cpu = time.perf_counter(), time.process_time()
+            bundle.query(embedding, probabilities)
+            done = time.perf_counter()
+            query_cpu_ms.append(1000 * (time.process_time() - cpu))
+            embed_ms.append(1000 * (middle - started))
+            query_ms.append(1000 * (done - middle))
+            embeddings.append(embedding[0])
+        answer["embeddings"] = np.stack(embeddings)
         total = np.add(embed_ms, query_ms)
-        embeddings = np.stack(embeddings)
+        result.update(
+            {
+                "p50_ms": float(np.percentile(total, 50)),
+                "p99_ms": float(np.percentile(total, 99)),
+                "embed_p50_ms": float(np.percentile(embed_ms, 50)),
+                "query_p50_ms": float(np.percentile(query_ms, 50)),
+                "query_p99_ms": float(np.percentile(query_ms, 99)),
+                "query_cpu_p50_ms": float(np.percentile(query_cpu_ms, 50)),
+            }
+        )
+        index = bundle.index
+        print(
+            f"  full answer, {len(index):,} vectors ({index.spec.factory_string()}, efSearch {index.spec.ef_search}, "
+            f"load {result['load_average']:.2f}): p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms "
+            f"(embedding p50 {result['embed_p50_ms']:.1f} ms, search and ranking p50 {result['query_p50_ms']:.2f} ms, "
+            f"{result['query_cpu_p50_ms']:.2f} ms CPU)",
+            flush=True,
+        )
+        return result
+
+    def check(self, answer: dict) -> dict:
+        """The nearest characters of the timed answers against the exact class ranking (after the timing)."""
+        index, embeddings = answer["bundle"].index, answer["embeddings"]
         _, nearest = index.search_with_classes(embeddings, 10, top=TOP)  # what Bundle.query ranks
         deep = index.search(embeddings, index.class_depth(10))
         exact, exact_scores = exact_classes(index.vectors, index.labels, embeddings, TOP)
         result = {
-            "index": index.spec.to_dict(),
-            "vectors": len(index),
-            "build_s": build,
-            "graph_read_from": str(saved) if spec.type == "hnsw" and saved.is_file() else None,
-            "queries": len(self.paths),
-            "load_average": load,
-            "p50_ms": float(np.percentile(total, 50)),
-            "p99_ms": float(np.percentile(total, 99)),
-            "embed_p50_ms": float(np.percentile(embed_ms, 50)),
-            "query_p50_ms": float(np.percentile(query_ms, 50)),
-            "query_p99_ms": float(np.percentile(query_ms, 99)),
-            "query_cpu_p50_ms": float(np.percentile(query_cpu_ms, 50)),
             "class_depth": index.class_depth(10),
             "filtered_rounds_share": float(np.mean([len(set(r[r >= 0].tolist())) < TOP for r in deep.labels])),
             "characters_vs_exact": agreement(nearest.labels, nearest.scores, exact, exact_scores),
         }
         print(
-            f"  full answer, {len(index):,} vectors ({index.spec.factory_string()}, efSearch {index.spec.ef_search}, "
-            f"load {load:.2f}): p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms (embedding p50 "
-            f"{result['embed_p50_ms']:.1f} ms, search and ranking p50 {result['query_p50_ms']:.2f} ms, "
-            f"{result['query_cpu_p50_ms']:.2f} ms CPU); {result['filtered_rounds_share']:.0%} of queries needed "
+            f"  {len(index):,} vectors, {index.spec.type}: {result['filtered_rounds_share']:.0%} of queries needed "
             f"filtered rounds; characters vs exact: {result['characters_vs_exact']}",
             flush=True,
         )

@@ -17,14 +17,17 @@ found in the index's top 10 (``faiss.contrib.evaluation.knn_intersection_measure
 query, one query per call in one thread, through ``EmbeddingIndex.search`` (IVF-PQ includes its exact re-ranking
 from the memory-mapped ``vectors.npy``). Memory per vector is the FAISS index file's size per vector (IVF-PQ
 also reads ``vectors.npy``, 4 d bytes per vector, memory-mapped). Then the latency of the full answer (image file
--> probabilities, nearest characters, neighbors, k-NN vote, centroids; ``Bundle.query_files``) at 100k and 1M,
-with the agreement of the nearest characters with the exact (brute-force) class ranking.
+-> probabilities, nearest characters, neighbors, k-NN vote, centroids; ``Bundle.query_files``) for each
+``--latency TYPE@N``, with the agreement of the nearest characters with the exact (brute-force) class ranking.
 
     python benchmarks/ann/build_embeddings.py --bundle BUNDLE    # once; cached in ~/.cache/lookalike/ann
-    python benchmarks/ann/run.py [--only curves,latency] [--sizes real,1000000]
+    python benchmarks/ann/run.py [--only curves,latency] [--sizes real,1000000] [--lock /work/wt/cpu.lock]
 
-Each time is given twice: wall clock, and the CPU time of this process (``time.process_time``), which a busy
-machine inflates much less than the wall clock (on 2 cores at load 20 the wall clock was 15x the CPU time).
+The run has two phases. First, without the lock: every index is built and kept in ``CACHE/indexes-V-views/``
+(with the derived vectors), and its recall@10 measured along its knob. Then, holding ``--lock`` once (a
+``flock`` that the machine's other timed jobs take too), every point of the curves and every full answer is
+timed; the nearest characters are checked after that. Each time is given twice: wall clock, and the CPU time of
+this process (``time.process_time``); the load average when the lock was taken is recorded.
 
 Results go to ``benchmarks/ann/results.json``.
 """
@@ -35,7 +38,6 @@ import argparse
 import fcntl
 import json
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -46,7 +48,7 @@ import numpy as np
 from build_embeddings import DEFAULT_OUT, view_path
 from faiss.contrib.evaluation import knn_intersection_measure
 from lookalike.data import ImageRecord
-from lookalike.data.files import write_atomic
+from lookalike.data.files import write_array, write_atomic
 from lookalike.index import EmbeddingIndex, IndexSpec
 
 RESULTS = Path(__file__).with_name("results.json")
@@ -121,21 +123,15 @@ def records_for(images: np.ndarray, real: dict, names: list[str]) -> list[ImageR
     return [shared[i] for i in images]
 
 
-def index_bytes(index: EmbeddingIndex) -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "index.faiss"
-        faiss.write_index(index.faiss_index, str(path))
-        return path.stat().st_size
-
-
 @contextmanager
 def timing(lock: Path | None):
     """Hold ``lock`` (``flock``, which the machine's other timed jobs take too) while timing, and yield the
-    1-minute load average at the start; without a lock, just the load average."""
+    1-minute load average once it is held; without a lock, just the load average."""
     if lock is None:
         yield os.getloadavg()[0]
         return
     with open(lock, "a") as handle:
+        print(f"waiting for {lock} ...", flush=True)
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield os.getloadavg()[0]
@@ -143,34 +139,36 @@ def timing(lock: Path | None):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def sweep(index: EmbeddingIndex, queries: np.ndarray, truth: np.ndarray, knob: str, values) -> list[dict]:
-    rows = []
-    for value in values:
-        options = {} if value is None else {knob: value}
-        index.search(queries[:1], K, **options)  # warm-up
-        started, cpu = time.perf_counter(), time.process_time()
-        found = np.concatenate([index.search(q[None], K, **options).ids for q in queries])
-        ms = 1000 * (time.perf_counter() - started) / len(queries)
-        cpu_ms = 1000 * (time.process_time() - cpu) / len(queries)
-        recall = knn_intersection_measure(found, truth)
-        rows.append({knob: value, "recall_at_10": recall, "ms_per_query": ms, "cpu_ms_per_query": cpu_ms})
-        print(f"    {knob}={value}: recall@10 {recall:.4f}, {ms:.3f} ms/query ({cpu_ms:.3f} ms CPU)", flush=True)
-        if recall >= 0.995:
-            break
-    return rows
+def vectors_file(folder: Path, real: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` vectors of the real set grown by :func:`derive` (seeded, so the same every run), memory-mapped
+    from ``folder/vectors-N.npy`` as a loaded bundle's are (written the first time), and the image of each row."""
+    base, images = derive(real["base"], real["base_image"], n, np.random.default_rng(1))
+    path = folder / f"vectors-{n}.npy"
+    if not path.is_file():
+        write_array(path, base[:n])
+    return np.load(path, mmap_mode="r"), images[:n]
 
 
-def saved_graph(folder: Path, n: int, spec: IndexSpec) -> Path:
-    """Where the curves keep the HNSW graph of ``spec`` over the first ``n`` vectors, which the latency part
-    reads instead of building it again."""
-    return folder / f"hnsw-{n}-M{spec.hnsw_m}-efc{spec.ef_construction}.faiss"
+def index_file(folder: Path, n: int, spec: IndexSpec) -> Path:
+    """Where the index of ``spec`` over the first ``n`` vectors is kept between building and timing."""
+    name = spec.factory_string().replace(",", "_")
+    return (
+        folder / f"{n}-{name}-efc{spec.ef_construction}.faiss" if spec.type == "hnsw" else folder / f"{n}-{name}.faiss"
+    )
 
 
-def curves(
-    base: np.ndarray, records, names: list[str], queries: np.ndarray, specs, lock: Path | None, graphs: Path
-) -> list[dict]:
-    """Recall@10 against ms/query for each spec, on ``base`` (a memory-mapped file, as a loaded bundle's); the
-    sweeps (not the builds) hold ``lock``; HNSW graphs are kept in ``graphs`` (see :func:`saved_graph`)."""
+def read_index(path: Path, vectors: np.ndarray, spec: IndexSpec, records, names) -> EmbeddingIndex:
+    """An :class:`EmbeddingIndex` over a FAISS index written by the curves (ids 0 .. n - 1), searching with ``spec``."""
+    index = faiss.read_index(str(path))
+    if spec.type == "hnsw":
+        faiss.downcast_index(index.index).hnsw.efSearch = spec.ef_search
+    n = len(vectors)
+    return EmbeddingIndex(index, vectors, np.arange(n), records, names, spec=spec, next_id=n)
+
+
+def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, specs, folder: Path) -> list[dict]:
+    """Build each spec's index over ``base`` (a memory-mapped file, as a loaded bundle's), keep it in ``folder``
+    and measure recall@10 along its knob; :func:`time_curves` times the same points later."""
     started = time.perf_counter()
     truth = exact_top(base, queries, K)
     print(f"  exact top-{K} of {len(queries)} queries (batched): {time.perf_counter() - started:.1f} s", flush=True)
@@ -179,32 +177,60 @@ def curves(
         started = time.perf_counter()
         index = EmbeddingIndex.build(base, records, names, spec=spec)
         build = time.perf_counter() - started
-        if index.spec.type == "hnsw":
-            path = saved_graph(graphs, len(base), index.spec)
-            faiss.write_index(index.faiss_index, str(path))
-            size = path.stat().st_size
-        else:
-            size = index_bytes(index)
+        path = index_file(folder, len(base), index.spec)
+        faiss.write_index(index.faiss_index, str(path))
+        size = path.stat().st_size
         print(f"  {index.spec.factory_string()}: built in {build:.0f} s, {size / len(base):.0f} B/vector", flush=True)
         knob, values = SWEEPS[index.spec.type]
         for k_factor in K_FACTORS if spec.type == "ivfpq" else (spec.k_factor,):
             index.spec = replace(index.spec, k_factor=k_factor)
-            if spec.type == "ivfpq":
-                print(f"   k_factor {k_factor}:")
-            with timing(lock) as load:
-                rows = sweep(index, queries, truth, knob, values)
+            rows = []
+            for value in values:
+                recall = knn_intersection_measure(index.search(queries, K, **knobs(knob, value)).ids, truth)
+                rows.append({knob: value, "recall_at_10": recall})
+                print(f"    k_factor {k_factor}, {knob}={value}: recall@10 {recall:.4f}", flush=True)
+                if recall >= 0.995:
+                    break
             out.append(
                 {
                     "spec": index.spec.to_dict(),
                     "factory": index.spec.factory_string(),
                     "build_s": build,
                     "bytes_per_vector": size / len(base),
-                    "load_average": load,
+                    "file": str(path),
+                    "knob": knob,
                     "sweep": rows,
                 }
             )
         del index
     return out
+
+
+def knobs(knob: str, value) -> dict:
+    """Search options of one point of a sweep (none for exact search)."""
+    return {} if value is None else {knob: value}
+
+
+def time_curves(rows: list[dict], vectors: np.ndarray, queries: np.ndarray) -> None:
+    """Milliseconds per query (wall clock and CPU), one query per call, at every point :func:`curves` measured."""
+    records = [ImageRecord(Path("/unused"), "x", "train")] * len(vectors)
+    for row in rows:
+        spec = IndexSpec.from_dict(row["spec"])
+        index = read_index(Path(row["file"]), vectors, spec, records, ["x"])
+        for point in row["sweep"]:
+            options = knobs(row["knob"], point[row["knob"]])
+            index.search(queries[:1], K, **options)  # warm-up
+            started, cpu = time.perf_counter(), time.process_time()
+            for q in queries:
+                index.search(q[None], K, **options)
+            point["ms_per_query"] = 1000 * (time.perf_counter() - started) / len(queries)
+            point["cpu_ms_per_query"] = 1000 * (time.process_time() - cpu) / len(queries)
+            print(
+                f"  {row['factory']} (k_factor {spec.k_factor}) {options}: recall@10 {point['recall_at_10']:.4f}, "
+                f"{point['ms_per_query']:.3f} ms/query ({point['cpu_ms_per_query']:.3f} ms CPU)",
+                flush=True,
+            )
+        del index
 
 
 def specs_for(n: int, hnsw: str) -> list[IndexSpec]:
@@ -218,13 +244,6 @@ def specs_for(n: int, hnsw: str) -> list[IndexSpec]:
         IndexSpec(type="ivf", nlist=nlist),
         IndexSpec(type="ivfpq", nlist=nlist),
     ]
-
-
-def as_file(vectors: np.ndarray, folder: Path) -> np.ndarray:
-    """``vectors`` written to ``folder/vectors.npy`` and memory-mapped, as ``EmbeddingIndex.load`` does."""
-    path = folder / "vectors.npy"
-    np.save(path, vectors)
-    return np.load(path, mmap_mode="r")
 
 
 def main() -> None:
@@ -246,6 +265,7 @@ def main() -> None:
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results["machine"] = {"cpus": os.cpu_count()}
+    results.pop("note", None)  # of an earlier run
     real = load_real(args.cache)
     rng = np.random.default_rng(0)
     queries = real["queries"][rng.choice(len(real["queries"]), min(args.queries, len(real["queries"])), replace=False)]
@@ -265,39 +285,38 @@ def main() -> None:
         "bundle": real["meta"]["bundle"],
     }
     parts = args.only.split(",")
-    graphs = args.cache / f"graphs-{real['views']}-views"
-    graphs.mkdir(exist_ok=True)
-    if "curves" in parts:
-        results.setdefault("curves", {})
-        for n in [len(real["base"]) if s == "real" else int(s) for s in args.sizes.split(",")]:
-            base, images = derive(real["base"], real["base_image"], n, np.random.default_rng(1))
-            base, images = base[:n], images[:n]
+    folder = args.cache / f"indexes-{real['views']}-views"  # built indexes and derived vectors, kept for timing
+    folder.mkdir(exist_ok=True)
+    sizes = [len(real["base"]) if s == "real" else int(s) for s in args.sizes.split(",")]
+    if "curves" in parts:  # build and recall, without the lock
+        results["curves"] = {}
+        for n in sizes:
+            vectors, images = vectors_file(folder, real, n)
             print(f"{n:,} vectors:", flush=True)
-            with tempfile.TemporaryDirectory(dir=args.cache) as folder:
-                records = records_for(images, real, real["class_names"])
-                results["curves"][str(n)] = curves(
-                    as_file(base, Path(folder)),
-                    records,
-                    real["class_names"],
-                    queries,
-                    specs_for(n, args.hnsw),
-                    args.lock,
-                    graphs,
-                )
+            records = records_for(images, real, real["class_names"])
+            specs = specs_for(n, args.hnsw)
+            results["curves"][str(n)] = curves(vectors, records, real["class_names"], queries, specs, folder)
             write_atomic(RESULTS, json.dumps(results, indent=2))
-    if "latency" in parts:
+    answers = []
+    if "latency" in parts:  # indexes built (or read) before the lock is taken
         from latency import Latency
 
         latency = Latency(real, args.bundle or Path(real["meta"]["bundle"]))
-        results.setdefault("latency", {})
+        results["latency"] = {}
         for item in args.latency.split(","):
             kind, n = item.split("@")
-            base, images = derive(real["base"], real["base_image"], int(n), np.random.default_rng(1))
-            base, images = base[: int(n)], images[: int(n)]
-            with tempfile.TemporaryDirectory(dir=args.cache) as folder:
-                measured = latency.measure(as_file(base, Path(folder)), images, IndexSpec(type=kind), args.lock, graphs)
-            results["latency"][f"{n}-{kind}"] = measured
-            write_atomic(RESULTS, json.dumps(results, indent=2))
+            vectors, images = vectors_file(folder, real, int(n))
+            answers.append((item, latency.prepare(vectors, images, IndexSpec(type=kind), folder)))
+    with timing(args.lock) as load:  # every timed part, in one hold of the lock
+        results["load_average_timed"] = load
+        for n in sizes if "curves" in parts else ():
+            print(f"timing {n:,} vectors (load average {load:.2f}):", flush=True)
+            time_curves(results["curves"][str(n)], vectors_file(folder, real, n)[0], queries)
+        for item, answer in answers:
+            results["latency"][item] = latency.time(answer)
+    for item, answer in answers:
+        results["latency"][item].update(latency.check(answer))
+    write_atomic(RESULTS, json.dumps(results, indent=2))
     print(f"results written to {RESULTS}")
 
 
