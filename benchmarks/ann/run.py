@@ -52,8 +52,12 @@ from lookalike.data.files import write_array, write_atomic
 from lookalike.index import EmbeddingIndex, IndexSpec
 
 RESULTS = Path(__file__).with_name("results.json")
-#: Full-answer latencies measured by default: index type (``auto``: what ``IndexSpec()`` resolves to) @ vectors.
-LATENCY = "flat@25000,flat@50000,flat@100000,auto@100000,auto@1000000"
+#: Full-answer latencies measured by default: TYPE[/efSearch]@N, an index of TYPE (``auto``: what ``IndexSpec()``
+#: resolves to) over N vectors, HNSW searching with efSearch (default: the spec's).
+LATENCY = (
+    "flat@25000,flat@50000,flat@100000,hnsw/128@100000,hnsw/256@100000,hnsw/128@1000000,hnsw/256@1000000,"
+    "hnsw/512@1000000"
+)
 HELD_OUT = 0.03
 K = 10
 #: IVF-PQ re-ranking depths swept (candidates per result), on the same index.
@@ -259,7 +263,8 @@ def main() -> None:
     parser.add_argument(
         "--latency",
         default=LATENCY,
-        help="TYPE@N,...: full-answer latency with an index of TYPE (auto: IndexSpec()'s choice) over N vectors",
+        help="TYPE[/efSearch]@N,...: full-answer latency with an index of TYPE (auto: IndexSpec()'s choice) over N "
+        "vectors",
     )
     parser.add_argument("--lock", type=Path, help="file to flock while timing (shared with other timed jobs)")
     args = parser.parse_args()
@@ -305,8 +310,10 @@ def main() -> None:
         results["latency"] = {}
         for item in args.latency.split(","):
             kind, n = item.split("@")
+            kind, _, ef_search = kind.partition("/")
+            spec = IndexSpec(type=kind, **({"ef_search": int(ef_search)} if ef_search else {}))
             vectors, images = vectors_file(folder, real, int(n))
-            answers.append((item, latency.prepare(vectors, images, IndexSpec(type=kind), folder)))
+            answers.append((item, latency.prepare(vectors, images, spec, folder)))
     with timing(args.lock) as load:  # every timed part, in one hold of the lock
         results["load_average_timed"] = load
         for n in sizes if "curves" in parts else ():
