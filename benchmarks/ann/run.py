@@ -260,7 +260,10 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="real,1000000", help="curves' index sizes: 'real' (all real base vectors) or n"
     )
-    parser.add_argument("--hnsw", default="16/80,32/80", help="HNSW graphs of the curves, M/efConstruction,...")
+    parser.add_argument(
+        "--hnsw", default="16/80,32/80", help="HNSW graphs of the real set's curves, M/efConstruction,..."
+    )
+    parser.add_argument("--hnsw-derived", default="32/80", help="HNSW graphs of the larger, derived sets' curves")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--bundle", type=Path, help="bundle for the latency part (default: the one that embedded)")
     parser.add_argument(
@@ -302,7 +305,7 @@ def main() -> None:
             vectors, images = vectors_file(folder, real, n)
             print(f"{n:,} vectors:", flush=True)
             records = records_for(images, real, real["class_names"])
-            specs = specs_for(n, args.hnsw)
+            specs = specs_for(n, args.hnsw if n <= len(real["base"]) else args.hnsw_derived)
             results["curves"][str(n)] = curves(vectors, records, real["class_names"], queries, specs, folder)
             write_atomic(RESULTS, json.dumps(results, indent=2))
     answers = []
