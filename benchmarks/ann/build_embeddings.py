@@ -11,8 +11,14 @@ Each view is written as it is finished (``OUT/view-000.npy``, ...; float32 of sh
 run continues where it stopped, and ``OUT/images.json`` names the images (path, character, art set) by row.
 
     python benchmarks/ann/build_embeddings.py --bundle BUNDLE [--views 30] [--out ~/.cache/lookalike/ann]
+    # on 2 cores: two processes, --shard 0/2 and --shard 1/2, each with --threads 1
 
 ``BUNDLE``: e.g. ``lookalike train ../shared/datasets/wesnoth_units --out /tmp/ann/wesnoth.bundle``.
+
+Cost, measured on 2026-11-22 (2 cores, one thread per step, 256 images of 224 px): the appearance changes 1.33 s,
+the Keras flip, rotation and zoom 1.41 s, the LiteRT embedding 1.75 s (0.88 s for 128 images; 0.74 s with 2
+threads): about 18 ms of one core per augmented view, none of it dominant. Two ``--shard`` processes beside
+another job's training made the 28 missing views (198,408 embeddings) in 58 minutes, 57 images/s in all.
 """
 
 from __future__ import annotations
