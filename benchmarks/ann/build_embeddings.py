@@ -15,10 +15,11 @@ run continues where it stopped, and ``OUT/images.json`` names the images (path, 
 
 ``BUNDLE``: e.g. ``lookalike train ../shared/datasets/wesnoth_units --out /tmp/ann/wesnoth.bundle``.
 
-Cost, measured on 2026-11-22 (2 cores, one thread per step, 256 images of 224 px): the appearance changes 1.33 s,
-the Keras flip, rotation and zoom 1.41 s, the LiteRT embedding 1.75 s (0.88 s for 128 images; 0.74 s with 2
-threads): about 18 ms of one core per augmented view, none of it dominant. Two ``--shard`` processes beside
-another job's training made the 28 missing views (198,408 embeddings) in 58 minutes, 57 images/s in all.
+Cost, measured on 2026-11-22 (2 cores, one thread each): for 256 images of 224 px the appearance changes took
+1.33 s and the Keras flip, rotation and zoom 1.41 s; the LiteRT embedding took 0.88 s for 128 images (0.74 s
+with 2 threads): about 18 ms of one core per augmented image, none of the three dominant. Two ``--shard``
+processes beside another job's training made the 28 missing views (198,408 embeddings) in 58 minutes, 57
+images/s in all.
 """
 
 from __future__ import annotations
