@@ -17,10 +17,10 @@ The embeddings themselves are kept beside the FAISS index (``vectors.npy``, memo
 maps, the audit and the evaluation read exact vectors whatever the index type, and an index can be rebuilt as
 another type.
 
-``benchmarks/ann`` measures recall@10 against milliseconds per query of every type on real embeddings (and a 1M
-set derived from them), which the ``auto`` rule (:meth:`IndexSpec.resolve`) and the defaults are to be chosen
-from; its first, partial run (real-set recall only, see ``benchmarks/README.md``) kept them as they were and
-set IVF-PQ's ``k_factor``.
+``benchmarks/ann`` measures recall@10 against milliseconds per query of every type on 206,190 real embeddings
+and on 1,000,000 derived from them, and the latency of the full answer; the ``auto`` rule
+(:meth:`IndexSpec.resolve`) and the defaults are chosen from it (see :class:`IndexSpec` and
+``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ INDEX_FILE = "index.faiss"
 VECTORS_FILE = "vectors.npy"
 METADATA_FILE = "metadata.json"
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
-#: ``auto`` chooses exact search below this many vectors and HNSW from it on (see benchmarks/speed).
-EXACT_SEARCH_LIMIT = 200_000
+#: ``auto`` chooses exact search below this many vectors and HNSW from it on (see :class:`IndexSpec`).
+EXACT_SEARCH_LIMIT = 25_000
 #: Below this many queries per call, FAISS searches in the calling thread: one query gains nothing from a
 #: thread team, and waiting for one on a busy machine cost 40 ms instead of 0.6 ms per HNSW query (2 cores,
 #: load 17; see benchmarks/ann).
@@ -110,14 +110,23 @@ class IndexSpec:
     ----------
     type : str
         ``"flat"`` (exact), ``"hnsw"``, ``"ivf"`` (IVF-Flat), ``"ivfpq"`` (IVF-PQ re-ranked from the stored
-        embeddings), or ``"auto"``: flat below :data:`EXACT_SEARCH_LIMIT` vectors, else HNSW (resolved when the
-        index is built).
+        embeddings), or ``"auto"`` (resolved when the index is built): flat below :data:`EXACT_SEARCH_LIMIT`
+        (25,000) vectors, HNSW from there on, with the defaults below. Chosen from ``benchmarks/ann`` (2 cores,
+        one query per call, 2026-11-22): an exact query's search and nearest-characters ranking took 3.3 ms
+        (p50) at 25,000 real embeddings, 7.2 ms at 50,000 and 11.8 ms at 100,000, against 1.7 ms for HNSW at
+        100,000 (3.7 ms in a noisier run), while embedding the query image takes about 5 ms of the 8 ms that a
+        full answer at 100,000 vectors may take.
     hnsw_m : int
-        HNSW: neighbors per node (graph degree).
+        HNSW: neighbors per node (graph degree). 32: on the 206,190 real embeddings M 32 reached recall@10 0.992
+        at efSearch 96 in 0.38 ms against M 16's 0.988 in 0.35 ms, for 1,304 instead of 1,176 bytes per vector.
     ef_construction : int
         HNSW: candidate list size while building.
     ef_search : int
-        HNSW: candidate list size while searching (raised to k when k is larger).
+        HNSW: candidate list size while searching (raised to k when k is larger). 256: recall@10 0.991 on
+        1,000,000 vectors (1.0 ms per query; 0.979 at 128, 0.959 at 64), and a candidate list deep enough that
+        fewer queries need the filtered searches of :meth:`EmbeddingIndex.nearest_classes` (44 % of them at 1M,
+        57 % at efSearch 128), so that the full answer's search and ranking took 3.9-4.3 ms p50 at 1M against
+        5.0-6.5 ms at efSearch 128-192.
     nlist : int, optional
         IVF and IVF-PQ: number of k-means cells; default about 4 sqrt(n), at least 39 training vectors per cell.
     nprobe : int
@@ -127,13 +136,14 @@ class IndexSpec:
         default one per 4 dimensions (64, i.e. 32 bytes, for 256-d embeddings).
     k_factor : int
         IVF-PQ: candidates re-ranked by exact inner product per requested result (FAISS ``IndexRefine``'s
-        ``k_factor``); 16 because 4 levelled off at recall@10 0.91 on real embeddings (``benchmarks/ann``).
+        ``k_factor``); 16: on the 206,190 real embeddings recall@10 levelled off at 0.82 with 4 and at 0.958 with
+        16 (0.910 at 1M): near-identical views of one image are told apart only by the re-ranking.
     """
 
     type: str = "auto"
     hnsw_m: int = 32
     ef_construction: int = 80
-    ef_search: int = 96
+    ef_search: int = 256
     nlist: int | None = None
     nprobe: int = 32
     pq_m: int | None = None

@@ -313,7 +313,7 @@ def main() -> None:
         from latency import Latency
 
         latency = Latency(real, args.bundle or Path(real["meta"]["bundle"]))
-        results["latency"] = {}
+        results.setdefault("latency", {})
         for item in args.latency.split(","):
             kind, n = item.split("@")
             kind, _, ef_search = kind.partition("/")
