@@ -125,8 +125,9 @@ class IndexSpec:
         HNSW: candidate list size while searching (raised to k when k is larger). 256: recall@10 0.991 on
         1,000,000 vectors (1.0 ms per query; 0.979 at 128, 0.959 at 64), and a candidate list deep enough that
         fewer queries need the filtered searches of :meth:`EmbeddingIndex.nearest_classes` (44 % of them at 1M,
-        57 % at efSearch 128), so that the full answer's search and ranking took 3.9-4.3 ms p50 at 1M against
-        5.0-6.5 ms at efSearch 128-192.
+        57 % at efSearch 128), so that the full answer's search and ranking took 2.5-4.3 ms p50 at 1M (three runs)
+        against 5.0-6.5 ms at efSearch 128-192. With this rule the full answer (image file to ``QueryResult``)
+        took p50 6.6 ms at 100,000 vectors and 7.2 ms at 1,000,000 on the quiet machine.
     nlist : int, optional
         IVF and IVF-PQ: number of k-means cells; default about 4 sqrt(n), at least 39 training vectors per cell.
     nprobe : int
