@@ -383,7 +383,7 @@ class Bundle:
             Number of neighboring images to return (searched with the index's own settings, e.g. efSearch).
         n_characters : int
             Number of nearest classes to return, ranked by each class's best image
-            (:meth:`~lookalike.index.EmbeddingIndex.nearest_classes`: exact for an exact index).
+            (:meth:`~lookalike.index.EmbeddingIndex.search_with_classes`: exact for an exact index).
         knn_k : int
             Number of neighbors in the k-NN vote.
         unknown_threshold : float, optional
@@ -395,10 +395,9 @@ class Bundle:
         list of QueryResult, one per query
         """
         threshold = self.open_set.threshold if unknown_threshold is None else float(unknown_threshold)
-        found = self.index.search(embeddings, max(k, knn_k))
+        # One search for the neighbors and the classes among them, searched further only when too few.
+        found, nearest = self.index.search_with_classes(embeddings, max(k, knn_k), top=n_characters)
         votes = knn_vote(found.labels[:, :knn_k], found.scores[:, :knn_k], len(self.class_names))
-        # The classes among those neighbors, searched further (their classes filtered out) only when too few.
-        nearest = self.index.nearest_classes(embeddings, n_characters, found=found)
         centroid_classifier, typical = self.centroids
         centroid_similarity = centroid_classifier.similarities(embeddings)
         trained_classes = self.embedder.class_names

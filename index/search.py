@@ -17,10 +17,10 @@ The embeddings themselves are kept beside the FAISS index (``vectors.npy``, memo
 maps, the audit and the evaluation read exact vectors whatever the index type, and an index can be rebuilt as
 another type.
 
-``benchmarks/ann`` measures recall@10 against milliseconds per query of every type on real embeddings (and a 1M
-set derived from them), which the ``auto`` rule (:meth:`IndexSpec.resolve`) and the defaults are to be chosen
-from; its first, partial run (real-set recall only, see ``benchmarks/README.md``) kept them as they were and
-set IVF-PQ's ``k_factor``.
+``benchmarks/ann`` measures recall@10 against milliseconds per query of every type on 206,190 real embeddings
+and on 1,000,000 derived from them, and the latency of the full answer; the ``auto`` rule
+(:meth:`IndexSpec.resolve`) and the defaults are chosen from it (see :class:`IndexSpec` and
+``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ INDEX_FILE = "index.faiss"
 VECTORS_FILE = "vectors.npy"
 METADATA_FILE = "metadata.json"
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
-#: ``auto`` chooses exact search below this many vectors and HNSW from it on (see benchmarks/speed).
-EXACT_SEARCH_LIMIT = 200_000
+#: ``auto`` chooses exact search below this many vectors and HNSW from it on (see :class:`IndexSpec`).
+EXACT_SEARCH_LIMIT = 25_000
 #: Below this many queries per call, FAISS searches in the calling thread: one query gains nothing from a
 #: thread team, and waiting for one on a busy machine cost 40 ms instead of 0.6 ms per HNSW query (2 cores,
 #: load 17; see benchmarks/ann).
@@ -110,14 +110,24 @@ class IndexSpec:
     ----------
     type : str
         ``"flat"`` (exact), ``"hnsw"``, ``"ivf"`` (IVF-Flat), ``"ivfpq"`` (IVF-PQ re-ranked from the stored
-        embeddings), or ``"auto"``: flat below :data:`EXACT_SEARCH_LIMIT` vectors, else HNSW (resolved when the
-        index is built).
+        embeddings), or ``"auto"`` (resolved when the index is built): flat below :data:`EXACT_SEARCH_LIMIT`
+        (25,000) vectors, HNSW from there on, with the defaults below. Chosen from ``benchmarks/ann`` (2 cores,
+        one query per call, 2026-11-22): an exact query's search and nearest-characters ranking took 3.3 ms
+        (p50) at 25,000 real embeddings, 7.2 ms at 50,000 and 11.8 ms at 100,000, against 1.7 ms for HNSW at
+        100,000 (3.7 ms in a noisier run), while embedding the query image takes about 5 ms of the 8 ms that a
+        full answer at 100,000 vectors may take.
     hnsw_m : int
-        HNSW: neighbors per node (graph degree).
+        HNSW: neighbors per node (graph degree). 32: on the 206,190 real embeddings M 32 reached recall@10 0.992
+        at efSearch 96 in 0.38 ms against M 16's 0.988 in 0.35 ms, for 1,304 instead of 1,176 bytes per vector.
     ef_construction : int
         HNSW: candidate list size while building.
     ef_search : int
-        HNSW: candidate list size while searching (raised to k when k is larger).
+        HNSW: candidate list size while searching (raised to k when k is larger). 256: recall@10 0.991 on
+        1,000,000 vectors (1.0 ms per query; 0.979 at 128, 0.959 at 64), and a candidate list deep enough that
+        fewer queries need the filtered searches of :meth:`EmbeddingIndex.nearest_classes` (44 % of them at 1M,
+        57 % at efSearch 128), so that the full answer's search and ranking took 2.5-4.3 ms p50 at 1M (three runs)
+        against 5.0-6.5 ms at efSearch 128-192. With this rule the full answer (image file to ``QueryResult``)
+        took p50 6.6 ms at 100,000 vectors and 7.2 ms at 1,000,000 on the quiet machine.
     nlist : int, optional
         IVF and IVF-PQ: number of k-means cells; default about 4 sqrt(n), at least 39 training vectors per cell.
     nprobe : int
@@ -127,13 +137,14 @@ class IndexSpec:
         default one per 4 dimensions (64, i.e. 32 bytes, for 256-d embeddings).
     k_factor : int
         IVF-PQ: candidates re-ranked by exact inner product per requested result (FAISS ``IndexRefine``'s
-        ``k_factor``); 16 because 4 levelled off at recall@10 0.91 on real embeddings (``benchmarks/ann``).
+        ``k_factor``); 16: on the 206,190 real embeddings recall@10 levelled off at 0.82 with 4 and at 0.958 with
+        16 (0.910 at 1M): near-identical views of one image are told apart only by the re-ranking.
     """
 
     type: str = "auto"
     hnsw_m: int = 32
     ef_construction: int = 80
-    ef_search: int = 96
+    ef_search: int = 256
     nlist: int | None = None
     nprobe: int = 32
     pq_m: int | None = None
@@ -181,6 +192,11 @@ class IndexSpec:
     @classmethod
     def from_dict(cls, values: dict) -> IndexSpec:
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+def _fewer_classes(labels: np.ndarray, top: int) -> bool:
+    """Whether some row of ``labels`` (int64, (n_queries, k), -1 for none) holds fewer than ``top`` classes."""
+    return any(len(np.unique(row[row >= 0])) < top for row in labels)
 
 
 def fingerprint(embeddings: np.ndarray) -> str:
@@ -364,7 +380,7 @@ class EmbeddingIndex:
     def _changed(self) -> None:
         """After images were added or removed: a new version, and the values derived from the old one dropped."""
         self.version += 1
-        for name in ("fingerprint", "_present_classes", "_label_by_id"):
+        for name in ("fingerprint", "_present_classes", "_ids_by_class", "_id_bitmap"):
             self.__dict__.pop(name, None)
 
     @cached_property
@@ -415,12 +431,17 @@ class EmbeddingIndex:
         ValueError
             ``queries`` does not have shape (n_queries, d), or ``k`` < 1.
         """
+        queries = self._checked(queries, k)
+        return self._search(queries, k, self._parameters(ef_search=ef_search, nprobe=nprobe))
+
+    def _checked(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """``queries`` as contiguous float32; ValueError unless of shape (n_queries, d) and ``k`` >= 1."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (n_queries, {self.dim}); got {queries.shape}")
         if k < 1:
             raise ValueError(f"k must be at least 1; got {k}")
-        return self._search(queries, k, self._parameters(ef_search=ef_search, nprobe=nprobe))
+        return queries
 
     def _parameters(
         self, *, ef_search: int | None = None, nprobe: int | None = None, selector: faiss.IDSelector | None = None
@@ -470,14 +491,63 @@ class EmbeddingIndex:
             ids, scores = np.pad(ids, pad, constant_values=-1), np.pad(scores, pad, constant_values=NO_SCORE)
         return scores.astype(np.float32), ids
 
+    def search_with_classes(self, queries: np.ndarray, k: int, *, top: int) -> tuple[SearchResult, SearchResult]:
+        """The ``k`` most similar images and the ``top`` most similar classes of each query, from one search where
+        one suffices.
+
+        The search goes as deep as the index type allows at (almost) no extra cost (:meth:`class_depth`): an
+        exact index scans every vector whatever the depth, an HNSW search visits ``efSearch`` candidates
+        whatever the k. Its first ``k`` results are the neighbors (those of :meth:`search`, up to the order of
+        ties); all of them name the classes for :meth:`nearest_classes`, which searches again only for queries
+        whose results hold fewer than ``top`` classes.
+
+        Parameters
+        ----------
+        queries : float32 ndarray of shape (n_queries, d), L2-normalised
+        k : int
+            Neighbors per query, at least 1.
+        top : int
+            Classes per query, at least 1.
+
+        Returns
+        -------
+        neighbors : SearchResult of shape (n_queries, k)
+            As :meth:`search` returns them.
+        classes : SearchResult of shape (n_queries, top)
+            As :meth:`nearest_classes` returns them.
+
+        Raises
+        ------
+        ValueError
+            ``queries`` does not have shape (n_queries, d), or ``k`` or ``top`` < 1.
+        """
+        queries = self._checked(queries, k)
+        if top < 1:
+            raise ValueError(f"top must be at least 1; got {top}")
+        found = self._search(queries, self.class_depth(k), self._parameters())
+        neighbors = SearchResult(*(getattr(found, field)[:, :k] for field in SearchResult.__dataclass_fields__))
+        return neighbors, self.nearest_classes(queries, top, found=found)
+
+    def class_depth(self, k: int) -> int:
+        """How many neighbors a search of ``k`` can return at (almost) no extra cost, for ranking classes.
+
+        ``flat`` and ``ivf``: :data:`EXACT_CLASS_DEPTH` (the scan of all vectors, or of ``nprobe`` cells, costs
+        the same at any depth); ``hnsw``: ``efSearch`` (the candidates it visits anyway); ``ivfpq``: ``k``
+        (each result costs ``k_factor`` exact re-rankings). Never more than the index holds, never less than k.
+        """
+        depth = {"flat": EXACT_CLASS_DEPTH, "ivf": EXACT_CLASS_DEPTH, "hnsw": self.spec.ef_search}.get(
+            self.spec.type, k
+        )
+        return max(k, min(depth, len(self)))
+
     def nearest_classes(self, queries: np.ndarray, top: int, *, found: SearchResult | None = None) -> SearchResult:
         """Each query's ``top`` most similar classes, each represented by its most similar indexed image.
 
         A class's score is the similarity of its best image. Classes are taken in the order of their first
-        image among the query's neighbors (``found``, else a search of depth ``top``); while fewer than ``top``
-        have appeared, the index is searched again with the classes already found filtered out (a FAISS
-        ``IDSelectorBitmap`` over the ids), so that every round ranks the next classes. With an exact index this
-        is exactly the ranking of every class by the maximum similarity of its images (brute force over all
+        image among the query's neighbors (``found``, else a search of depth :meth:`class_depth`); while fewer
+        than ``top`` have appeared, the index is searched again with the classes already found filtered out (a
+        FAISS ``IDSelectorBitmap`` over the ids), so that every round ranks the next classes. With an exact index
+        this is exactly the ranking of every class by the maximum similarity of its images (brute force over all
         vectors, which ``tests/test_search_classes.py`` compares it with); with an approximate one it is as
         good as the index's recall.
 
@@ -487,8 +557,9 @@ class EmbeddingIndex:
         top : int
             Number of classes per query, at least 1.
         found : SearchResult, optional
-            This index's answer for ``queries`` at any depth (e.g. the top-k neighbors already searched):
-            when it holds ``top`` classes, no further search is made.
+            This index's answer for ``queries`` at any depth (e.g. the neighbors already searched): when it
+            holds ``top`` classes for every query, no further search is made; when it does not and is shallower
+            than :meth:`class_depth`, one search of that depth comes first.
 
         Returns
         -------
@@ -496,8 +567,10 @@ class EmbeddingIndex:
             The best image of each class, most similar class first; id -1 beyond the classes that have images.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if found is None:
-            found = self.search(queries, top)
+        depth = self.class_depth(top)
+        if found is None or (found.ids.shape[1] < depth and _fewer_classes(found.labels, top)):
+            found = self._search(queries, depth, self._parameters())
+        depth = found.ids.shape[1]
         shape = (len(queries), top)
         out = SearchResult(
             scores=np.full(shape, -np.inf, np.float32),
@@ -505,29 +578,26 @@ class EmbeddingIndex:
             rows=np.full(shape, -1, np.int64),
             labels=np.full(shape, -1, np.int64),
         )
-        depth = max(top, found.ids.shape[1])
-        short = any(len(np.unique(row[row >= 0])) < top for row in found.labels)  # a query needs more classes
-        if self.spec.type == "flat" and len(self) > depth and short:
-            # One deep exact search names enough classes for almost every query; filtered rounds only after it.
-            depth = min(len(self), max(depth, EXACT_CLASS_DEPTH))
-            found = self._search(queries, depth, self._parameters())
         for q in range(len(queries)):
-            result, row, taken = found, q, 0
+            result, row, taken, bitmap = found, q, 0, None
             while True:
                 ((positions, _),) = nearest_classes(result.labels[row : row + 1], top=top - taken)
                 for field in ("scores", "ids", "rows", "labels"):
                     getattr(out, field)[q, taken : taken + len(positions)] = getattr(result, field)[row, positions]
-                taken += len(positions)
-                if taken == top or len(positions) == 0 or taken >= self._present_classes:
+                if (
+                    taken + len(positions) == top
+                    or len(positions) == 0
+                    or taken + len(positions) >= self._present_classes
+                ):
                     break
-                selector, bitmap = self._selector_without(out.labels[q, :taken])
+                bitmap = self._without_classes(out.labels[q, taken : taken + len(positions)], bitmap)
+                taken += len(positions)
                 params = self._parameters(
                     ef_search=FILTERED_EFFORT * max(self.spec.ef_search, depth),
                     nprobe=FILTERED_EFFORT * self.spec.nprobe,
-                    selector=selector,
+                    selector=faiss.IDSelectorBitmap(self.next_id, faiss.swig_ptr(bitmap)),
                 )
                 result, row = self._search(queries[q : q + 1], depth, params), 0
-                del bitmap  # kept alive until here: the selector reads it during the search
         return out
 
     @cached_property
@@ -535,19 +605,26 @@ class EmbeddingIndex:
         return len(np.unique(self.labels))
 
     @cached_property
-    def _label_by_id(self) -> np.ndarray:
-        """Class of each id in 0 .. next_id - 1, -1 for ids no longer indexed: int64 ndarray of shape (next_id,)."""
-        labels = np.full(self.next_id, -1, dtype=np.int64)
-        labels[self.ids] = self.labels
-        return labels
+    def _ids_by_class(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids sorted by class (int64, (n,)), and where each class starts in them (int64, (n_classes + 1,))."""
+        order = np.argsort(self.labels, kind="stable")
+        return self.ids[order], np.searchsorted(self.labels[order], np.arange(len(self.class_names) + 1))
 
-    def _selector_without(self, classes: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
-        """A FAISS selector of the ids of every class but ``classes``, and the bitmap it reads (keep it alive)."""
-        allowed = np.ones(len(self.class_names) + 1, dtype=bool)
-        allowed[classes] = False
-        allowed[-1] = False  # ids no longer indexed
-        bitmap = np.packbits(allowed[self._label_by_id], bitorder="little")
-        return faiss.IDSelectorBitmap(self.next_id, faiss.swig_ptr(bitmap)), bitmap
+    @cached_property
+    def _id_bitmap(self) -> np.ndarray:
+        """Bit i set for every indexed id i (uint8, (ceil(next_id / 8),), FAISS ``IDSelectorBitmap`` order)."""
+        present = np.zeros(self.next_id, dtype=bool)
+        present[self.ids] = True
+        return np.packbits(present, bitorder="little")
+
+    def _without_classes(self, classes: np.ndarray, bitmap: np.ndarray | None = None) -> np.ndarray:
+        """``bitmap`` (default: every indexed id) with the ids of ``classes`` cleared: a new array for
+        ``faiss.IDSelectorBitmap``, which reads it during the search (keep it alive until then)."""
+        ids, starts = self._ids_by_class
+        excluded = np.concatenate([ids[starts[c] : starts[c + 1]] for c in classes])
+        bitmap = (self._id_bitmap if bitmap is None else bitmap).copy()
+        np.bitwise_and.at(bitmap, excluded >> 3, ~np.left_shift(1, excluded & 7).astype(np.uint8))
+        return bitmap
 
     def hit(self, row: int, score: float) -> Hit:
         """The :class:`Hit` for the image at ``row``, at similarity ``score``."""

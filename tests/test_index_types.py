@@ -76,8 +76,25 @@ def test_exact_index_has_recall_one_and_auto_picks_by_size():
     index = EmbeddingIndex.build(_clustered(300), _records(300), CLASSES)
     assert index.spec.type == "flat"
     assert index.recall_at_k(10, queries=50)[0] == pytest.approx(1.0)
-    assert IndexSpec().resolve(EXACT_SEARCH_LIMIT).type == "hnsw"
     assert IndexSpec(type="ivf").resolve(10_000).nlist == 256  # 39+ vectors per cell, 4 sqrt(n) cells at most
+
+
+def test_auto_is_exact_below_25000_vectors_and_hnsw_from_there():
+    # chosen from benchmarks/ann: exact search and ranking took 3.3 ms at 25,000 vectors, 11.8 ms at 100,000
+    assert EXACT_SEARCH_LIMIT == 25_000
+    assert IndexSpec().resolve(EXACT_SEARCH_LIMIT - 1).type == "flat"
+    for n in (EXACT_SEARCH_LIMIT, 100_000, 1_000_000):  # the sizes of the latency targets: HNSW
+        spec = IndexSpec().resolve(n)
+        assert (spec.type, spec.hnsw_m, spec.ef_construction, spec.ef_search) == ("hnsw", 32, 80, 256)
+    assert IndexSpec(type="flat").resolve(1_000_000).type == "flat"  # a type asked for is kept
+    assert IndexSpec(ef_search=64).resolve(100_000).ef_search == 64  # and so are parameters asked for
+
+
+def test_auto_index_from_the_limit_on_is_hnsw_with_high_recall():
+    n = EXACT_SEARCH_LIMIT
+    index = EmbeddingIndex.build(_clustered(n, d=16), _records(n), CLASSES)
+    assert index.spec.type == "hnsw" and index.spec.ef_search == 256
+    assert index.recall_at_k(10, queries=100)[0] >= 0.95
 
 
 def test_reindex_keeps_ids_and_metadata():

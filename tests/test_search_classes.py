@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from lookalike.data import ImageRecord
 from lookalike.index import EmbeddingIndex, IndexSpec
+from lookalike.index.search import EXACT_CLASS_DEPTH
 
 TOP = 5
 
@@ -86,6 +87,58 @@ def test_approximate_indexes_agree_with_the_exact_ranking(kind):
     overlap = np.mean([len(set(a) & set(b)) / TOP for a, b in zip(nearest.labels, classes)])
     # IVF-PQ codes of these 32-d vectors are 4 bytes (8 x 4 bits): coarse, hence the lower bound for it
     assert top1 >= 0.98 and overlap >= (0.9 if kind == "ivfpq" else 0.95), (top1, overlap)
+
+
+def count_searches(index: EmbeddingIndex, monkeypatch) -> list[int]:
+    """Record the depth of every FAISS search ``index`` makes from now on."""
+    depths, search = [], index._search
+    monkeypatch.setattr(index, "_search", lambda queries, k, params: depths.append(k) or search(queries, k, params))
+    return depths
+
+
+def test_one_exact_search_serves_the_neighbors_and_the_classes(monkeypatch):
+    vectors, labels = views(n_classes=20, images=6, n_views=8, seed=8)
+    index = build(vectors, labels, "flat")
+    queries = queries_near(vectors, n=30, seed=9)
+    expected = index.search(queries, 10)
+    depths = count_searches(index, monkeypatch)
+    neighbors, nearest = index.search_with_classes(queries, 10, top=TOP)
+    assert depths == [len(index)]  # 960 vectors < EXACT_CLASS_DEPTH: one search of all of them, no filtered round
+    np.testing.assert_allclose(neighbors.scores, expected.scores, atol=1e-6)
+    np.testing.assert_array_equal(index.labels[neighbors.rows], neighbors.labels)
+    classes, scores = exact_classes(index, queries, TOP)
+    np.testing.assert_array_equal(nearest.labels, classes)
+    np.testing.assert_allclose(nearest.scores, scores, atol=1e-5)
+
+
+def test_filtered_rounds_only_after_the_deep_search_falls_short(monkeypatch):
+    vectors, labels = views(seed=10)  # 3,840 vectors, 96 per class: a query's first 1,024 hold ~11 classes
+    index = build(vectors, labels, "flat")
+    queries = queries_near(vectors, n=20, seed=11)
+    depths = count_searches(index, monkeypatch)
+    _, nearest = index.search_with_classes(queries, 10, top=30)
+    assert depths[0] == EXACT_CLASS_DEPTH and len(depths) > 1  # 30 classes take filtered rounds of that depth too
+    assert set(depths[1:]) == {EXACT_CLASS_DEPTH}
+    classes, scores = exact_classes(index, queries, 30)
+    np.testing.assert_array_equal(nearest.labels, classes)
+    np.testing.assert_allclose(nearest.scores, scores, atol=1e-5)
+
+
+def test_hnsw_neighbors_of_the_deeper_search_are_those_of_a_plain_search():
+    vectors, labels = views(seed=12)
+    index = build(vectors, labels, "hnsw")
+    queries = queries_near(vectors, n=50, seed=13)
+    assert index.class_depth(10) == index.spec.ef_search  # the candidates an HNSW search visits anyway
+    neighbors, _ = index.search_with_classes(queries, 10, top=TOP)
+    np.testing.assert_allclose(neighbors.scores, index.search(queries, 10).scores, atol=1e-6)
+
+
+def test_class_depth_by_index_type():
+    vectors, labels = views(n_classes=20, seed=14)  # 1,920 vectors
+    assert build(vectors, labels, "flat").class_depth(10) == EXACT_CLASS_DEPTH
+    assert build(vectors, labels, "ivfpq").class_depth(10) == 10  # every result costs k_factor re-rankings
+    assert build(vectors[:50], labels[:50], "flat").class_depth(10) == 50  # never deeper than the index
+    assert build(vectors[:5], labels[:5], "flat").class_depth(10) == 10  # nor shallower than k (padded with -1)
 
 
 def test_removed_images_are_never_a_class_representative():

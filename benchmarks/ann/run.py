@@ -17,14 +17,20 @@ found in the index's top 10 (``faiss.contrib.evaluation.knn_intersection_measure
 query, one query per call in one thread, through ``EmbeddingIndex.search`` (IVF-PQ includes its exact re-ranking
 from the memory-mapped ``vectors.npy``). Memory per vector is the FAISS index file's size per vector (IVF-PQ
 also reads ``vectors.npy``, 4 d bytes per vector, memory-mapped). Then the latency of the full answer (image file
--> probabilities, nearest characters, neighbors, k-NN vote, centroids; ``Bundle.query_files``) at 100k and 1M,
-with the agreement of the nearest characters with the exact (brute-force) class ranking.
+-> probabilities, nearest characters, neighbors, k-NN vote, centroids; ``Bundle.query_files``) for each
+``--latency TYPE@N``, with the agreement of the nearest characters with the exact (brute-force) class ranking.
 
     python benchmarks/ann/build_embeddings.py --bundle BUNDLE    # once; cached in ~/.cache/lookalike/ann
-    python benchmarks/ann/run.py [--only curves,latency] [--sizes real,1000000]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/ann/run.py [--only curves,latency] [--sizes real,1000000] [--lock F]
 
-Each time is given twice: wall clock, and the CPU time of this process (``time.process_time``), which a busy
-machine inflates much less than the wall clock (on 2 cores at load 20 the wall clock was 15x the CPU time).
+(``OMP_WAIT_POLICY=PASSIVE``: on a busy machine, FAISS's OpenMP threads spinning while they wait for each other
+made an IVF-PQ build of 10,000 vectors take 21.7 s instead of 1.9 s with one thread.)
+
+The run has two phases. First, without the lock: every index is built and kept in ``CACHE/indexes-V-views/``
+(with the derived vectors), and its recall@10 measured along its knob. Then, holding ``--lock`` once (a
+``flock`` that the machine's other timed jobs take too), every point of the curves and every full answer is
+timed; the nearest characters are checked after that. Each time is given twice: wall clock, and the CPU time of
+this process (``time.process_time``); the load average when the lock was taken is recorded.
 
 Results go to ``benchmarks/ann/results.json``.
 """
@@ -32,10 +38,11 @@ Results go to ``benchmarks/ann/results.json``.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
-import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,11 +51,16 @@ import numpy as np
 from build_embeddings import DEFAULT_OUT, view_path
 from faiss.contrib.evaluation import knn_intersection_measure
 from lookalike.data import ImageRecord
+from lookalike.data.files import write_array, write_atomic
 from lookalike.index import EmbeddingIndex, IndexSpec
 
 RESULTS = Path(__file__).with_name("results.json")
-#: Index sizes of the full-answer latency targets.
-LATENCY_SMALL, LATENCY_LARGE = 100_000, 1_000_000
+#: Full-answer latencies measured by default: TYPE[/efSearch]@N, an index of TYPE (``auto``: what ``IndexSpec()``
+#: resolves to) over N vectors, HNSW searching with efSearch (default: the spec's).
+LATENCY = (
+    "flat@25000,flat@50000,flat@100000,hnsw/128@100000,hnsw/256@100000,hnsw/128@1000000,hnsw/256@1000000,"
+    "hnsw/512@1000000"
+)
 HELD_OUT = 0.03
 K = 10
 #: IVF-PQ re-ranking depths swept (candidates per result), on the same index.
@@ -118,94 +130,153 @@ def records_for(images: np.ndarray, real: dict, names: list[str]) -> list[ImageR
     return [shared[i] for i in images]
 
 
-def index_bytes(index: EmbeddingIndex) -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "index.faiss"
-        faiss.write_index(index.faiss_index, str(path))
-        return path.stat().st_size
+@contextmanager
+def timing(lock: Path | None):
+    """Hold ``lock`` (``flock``, which the machine's other timed jobs take too) while timing, and yield the
+    1-minute load average once it is held; without a lock, just the load average."""
+    if lock is None:
+        yield os.getloadavg()[0]
+        return
+    with open(lock, "a") as handle:
+        print(f"waiting for {lock} ...", flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield os.getloadavg()[0]
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def sweep(index: EmbeddingIndex, queries: np.ndarray, truth: np.ndarray, knob: str, values) -> list[dict]:
-    rows = []
-    for value in values:
-        options = {} if value is None else {knob: value}
-        index.search(queries[:1], K, **options)  # warm-up
-        started, cpu = time.perf_counter(), time.process_time()
-        found = np.concatenate([index.search(q[None], K, **options).ids for q in queries])
-        ms = 1000 * (time.perf_counter() - started) / len(queries)
-        cpu_ms = 1000 * (time.process_time() - cpu) / len(queries)
-        recall = knn_intersection_measure(found, truth)
-        rows.append({knob: value, "recall_at_10": recall, "ms_per_query": ms, "cpu_ms_per_query": cpu_ms})
-        print(f"    {knob}={value}: recall@10 {recall:.4f}, {ms:.3f} ms/query ({cpu_ms:.3f} ms CPU)", flush=True)
-        if recall >= 0.995:
-            break
-    return rows
+def vectors_file(folder: Path, real: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` vectors of the real set grown by :func:`derive` (seeded, so the same every run), memory-mapped
+    from ``folder/vectors-N.npy`` as a loaded bundle's are (written the first time), and the image of each row."""
+    base, images = derive(real["base"], real["base_image"], n, np.random.default_rng(1))
+    path = folder / f"vectors-{n}.npy"
+    if not path.is_file():
+        write_array(path, base[:n])
+    return np.load(path, mmap_mode="r"), images[:n]
 
 
-def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, specs, keep: IndexSpec | None = None):
-    """Recall@10 against ms/query for each spec, on ``base`` (a memory-mapped file, as a loaded bundle's).
+def index_file(folder: Path, n: int, spec: IndexSpec) -> Path:
+    """Where the index of ``spec`` over the first ``n`` vectors is kept between building and timing."""
+    name = spec.factory_string().replace(",", "_")
+    return (
+        folder / f"{n}-{name}-efc{spec.ef_construction}.faiss" if spec.type == "hnsw" else folder / f"{n}-{name}.faiss"
+    )
 
-    Returns the rows for results.json and the index built with spec ``keep`` (None if not asked for).
-    """
+
+def read_index(path: Path, vectors: np.ndarray, spec: IndexSpec, records, names) -> EmbeddingIndex:
+    """An :class:`EmbeddingIndex` over a FAISS index written by the curves (ids 0 .. n - 1), searching with ``spec``."""
+    index = faiss.read_index(str(path))
+    if spec.type == "hnsw":
+        faiss.downcast_index(index.index).hnsw.efSearch = spec.ef_search
+    n = len(vectors)
+    return EmbeddingIndex(index, vectors, np.arange(n), records, names, spec=spec, next_id=n)
+
+
+def curves(base: np.ndarray, records, names: list[str], queries: np.ndarray, specs, folder: Path) -> list[dict]:
+    """Build each spec's index over ``base`` (a memory-mapped file, as a loaded bundle's), keep it in ``folder``
+    and measure recall@10 along its knob; :func:`time_curves` times the same points later."""
     started = time.perf_counter()
     truth = exact_top(base, queries, K)
     print(f"  exact top-{K} of {len(queries)} queries (batched): {time.perf_counter() - started:.1f} s", flush=True)
-    out, kept = [], None
+    out = []
     for spec in specs:
         started = time.perf_counter()
         index = EmbeddingIndex.build(base, records, names, spec=spec)
         build = time.perf_counter() - started
-        size = index_bytes(index)
+        path = index_file(folder, len(base), index.spec)
+        faiss.write_index(index.faiss_index, str(path))
+        size = path.stat().st_size
         print(f"  {index.spec.factory_string()}: built in {build:.0f} s, {size / len(base):.0f} B/vector", flush=True)
         knob, values = SWEEPS[index.spec.type]
         for k_factor in K_FACTORS if spec.type == "ivfpq" else (spec.k_factor,):
             index.spec = replace(index.spec, k_factor=k_factor)
-            if spec.type == "ivfpq":
-                print(f"   k_factor {k_factor}:")
+            rows = []
+            for value in values:
+                recall = knn_intersection_measure(index.search(queries, K, **knobs(knob, value)).ids, truth)
+                rows.append({knob: value, "recall_at_10": recall})
+                print(f"    k_factor {k_factor}, {knob}={value}: recall@10 {recall:.4f}", flush=True)
+                if recall >= 0.995:
+                    break
             out.append(
                 {
                     "spec": index.spec.to_dict(),
                     "factory": index.spec.factory_string(),
                     "build_s": build,
                     "bytes_per_vector": size / len(base),
-                    "sweep": sweep(index, queries, truth, knob, values),
+                    "file": str(path),
+                    "knob": knob,
+                    "sweep": rows,
                 }
             )
-        if spec == keep:
-            kept = index
         del index
-    return out, kept
+    return out
 
 
-def specs_for(n: int) -> list[IndexSpec]:
+def knobs(knob: str, value) -> dict:
+    """Search options of one point of a sweep (none for exact search)."""
+    return {} if value is None else {knob: value}
+
+
+def time_curves(rows: list[dict], vectors: np.ndarray, queries: np.ndarray) -> None:
+    """Milliseconds per query (wall clock and CPU), one query per call, at every point :func:`curves` measured."""
+    records = [ImageRecord(Path("/unused"), "x", "train")] * len(vectors)
+    for row in rows:
+        spec = IndexSpec.from_dict(row["spec"])
+        index = read_index(Path(row["file"]), vectors, spec, records, ["x"])
+        for point in row["sweep"]:
+            options = knobs(row["knob"], point[row["knob"]])
+            index.search(queries[:1], K, **options)  # warm-up
+            started, cpu = time.perf_counter(), time.process_time()
+            for q in queries:
+                index.search(q[None], K, **options)
+            point["ms_per_query"] = 1000 * (time.perf_counter() - started) / len(queries)
+            point["cpu_ms_per_query"] = 1000 * (time.process_time() - cpu) / len(queries)
+            print(
+                f"  {row['factory']} (k_factor {spec.k_factor}) {options}: recall@10 {point['recall_at_10']:.4f}, "
+                f"{point['ms_per_query']:.3f} ms/query ({point['cpu_ms_per_query']:.3f} ms CPU)",
+                flush=True,
+            )
+        del index
+
+
+def specs_for(n: int, hnsw: str) -> list[IndexSpec]:
+    """Flat, the HNSW graphs of ``hnsw`` (``M/efConstruction,...``), IVF-Flat and IVF-PQ with about 4 sqrt(n)
+    cells."""
     nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
-    hnsw = [IndexSpec(type="hnsw", hnsw_m=m) for m in ((16, 32) if n < 50_000 else (32,))]
-    return [IndexSpec(type="flat"), *hnsw, IndexSpec(type="ivf", nlist=nlist), IndexSpec(type="ivfpq", nlist=nlist)]
-
-
-def as_file(vectors: np.ndarray, folder: Path) -> np.ndarray:
-    """``vectors`` written to ``folder/vectors.npy`` and memory-mapped, as ``EmbeddingIndex.load`` does."""
-    path = folder / "vectors.npy"
-    np.save(path, vectors)
-    return np.load(path, mmap_mode="r")
+    graphs = [tuple(map(int, item.split("/"))) for item in hnsw.split(",") if item]
+    return [
+        IndexSpec(type="flat"),
+        *(IndexSpec(type="hnsw", hnsw_m=m, ef_construction=ef) for m, ef in graphs),
+        IndexSpec(type="ivf", nlist=nlist),
+        IndexSpec(type="ivfpq", nlist=nlist),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=DEFAULT_OUT, help="where build_embeddings.py wrote the views")
     parser.add_argument("--only", default="curves,latency", help="comma-separated parts to run")
-    parser.add_argument("--sizes", default="real,1000000", help="index sizes: 'real' (all real base vectors) or n")
+    parser.add_argument(
+        "--sizes", default="real,1000000", help="curves' index sizes: 'real' (all real base vectors) or n"
+    )
+    parser.add_argument(
+        "--hnsw", default="16/80,32/80", help="HNSW graphs of the real set's curves, M/efConstruction,..."
+    )
+    parser.add_argument("--hnsw-derived", default="32/80", help="HNSW graphs of the larger, derived sets' curves")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--bundle", type=Path, help="bundle for the latency part (default: the one that embedded)")
     parser.add_argument(
-        "--latency-sizes",
-        default=f"{LATENCY_SMALL},{LATENCY_LARGE}",
-        help="SMALL,LARGE: full-answer latency on SMALL real vectors (flat and HNSW) and on the LARGE curves' HNSW",
+        "--latency",
+        default=LATENCY,
+        help="TYPE[/efSearch]@N,...: full-answer latency with an index of TYPE (auto: IndexSpec()'s choice) over N "
+        "vectors",
     )
+    parser.add_argument("--lock", type=Path, help="file to flock while timing (shared with other timed jobs)")
     args = parser.parse_args()
-    small, large = map(int, args.latency_sizes.split(","))
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results["machine"] = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
+    results["machine"] = {"cpus": os.cpu_count()}
+    results.pop("note", None)  # of an earlier run
     real = load_real(args.cache)
     rng = np.random.default_rng(0)
     queries = real["queries"][rng.choice(len(real["queries"]), min(args.queries, len(real["queries"])), replace=False)]
@@ -220,41 +291,45 @@ def main() -> None:
         "views": real["views"],
         "images": len(real["meta"]["images"]),
         "characters": len(real["class_names"]),
+        "held_out_query_views": len(real["queries"]),
         "queries": len(queries),
         "bundle": real["meta"]["bundle"],
     }
-    sizes = [len(real["base"]) if s == "real" else int(s) for s in args.sizes.split(",")]
     parts = args.only.split(",")
-    latency = None
-    if "latency" in parts:
+    folder = args.cache / f"indexes-{real['views']}-views"  # built indexes and derived vectors, kept for timing
+    folder.mkdir(exist_ok=True)
+    sizes = [len(real["base"]) if s == "real" else int(s) for s in args.sizes.split(",")]
+    if "curves" in parts:  # build and recall, without the lock
+        results["curves"] = {}
+        for n in sizes:
+            vectors, images = vectors_file(folder, real, n)
+            print(f"{n:,} vectors:", flush=True)
+            records = records_for(images, real, real["class_names"])
+            specs = specs_for(n, args.hnsw if n <= len(real["base"]) else args.hnsw_derived)
+            results["curves"][str(n)] = curves(vectors, records, real["class_names"], queries, specs, folder)
+            write_atomic(RESULTS, json.dumps(results, indent=2))
+    answers = []
+    if "latency" in parts:  # indexes built (or read) before the lock is taken
         from latency import Latency
 
         latency = Latency(real, args.bundle or Path(real["meta"]["bundle"]))
         results.setdefault("latency", {})
-        n = small
-        base, images = real["base"][:n], real["base_image"][:n]
-        with tempfile.TemporaryDirectory(dir=args.cache) as folder:
-            mapped = as_file(base, Path(folder))
-            for spec in (IndexSpec(), IndexSpec(type="hnsw")):
-                results["latency"][f"{n}-{spec.type}"] = latency.measure(mapped, images, spec)
-        RESULTS.write_text(json.dumps(results, indent=2))
-    results.setdefault("curves", {})
-    for n in sizes:
-        base, images = derive(real["base"], real["base_image"], n, np.random.default_rng(1))
-        base, images = base[:n], images[:n]
-        print(f"{n:,} vectors:", flush=True)
-        with tempfile.TemporaryDirectory(dir=args.cache) as folder:
-            mapped = as_file(base, Path(folder))
-            keep = IndexSpec().resolve(n, base.shape[1]) if latency and n == large else None
-            if "curves" in parts:
-                records = records_for(images, real, real["class_names"])
-                results["curves"][str(n)], index = curves(
-                    mapped, records, real["class_names"], queries, specs_for(n), keep
-                )
-            RESULTS.write_text(json.dumps(results, indent=2))
-            if keep is not None:
-                results["latency"][f"{n}-{keep.type}"] = latency.measure(mapped, images, keep, index=index)
-                RESULTS.write_text(json.dumps(results, indent=2))
+        for item in args.latency.split(","):
+            kind, n = item.split("@")
+            kind, _, ef_search = kind.partition("/")
+            spec = IndexSpec(type=kind, **({"ef_search": int(ef_search)} if ef_search else {}))
+            vectors, images = vectors_file(folder, real, int(n))
+            answers.append((item, latency.prepare(vectors, images, spec, folder)))
+    with timing(args.lock) as load:  # every timed part, in one hold of the lock
+        results["load_average_timed"] = load
+        for n in sizes if "curves" in parts else ():
+            print(f"timing {n:,} vectors (load average {load:.2f}):", flush=True)
+            time_curves(results["curves"][str(n)], vectors_file(folder, real, n)[0], queries)
+        for item, answer in answers:
+            results["latency"][item] = latency.time(answer)
+    for item, answer in answers:
+        results["latency"][item].update(latency.check(answer))
+    write_atomic(RESULTS, json.dumps(results, indent=2))
     print(f"results written to {RESULTS}")
 
 
