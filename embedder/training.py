@@ -29,7 +29,6 @@ from sklearn.utils.class_weight import compute_class_weight
 from tqdm.keras import TqdmCallback
 
 from ..data import ImageBatch, ImageRecord, class_codes, iter_image_batches
-
 from ..index.open_set import MIN_HELD_OUT
 from .config import EmbedderConfig
 from .errors import TrainingError
@@ -319,9 +318,9 @@ def cross_fit_scores(
     views; every image of the fold, embedded by that head, is matched against all the other training images
     (cosine of its most similar one), as a query is against the index. The head never saw the query, as with a
     real query, which the head trained on all images would flatter (it pulls a class's training images
-    together). The "no close match" threshold is
-    a quantile of these scores (:func:`lookalike.index.open_set.calibrate`). Cross-fitting as in split
-    conformal prediction and cross-validation (Vovk et al., "Algorithmic Learning in a Random World", 2005).
+    together). The "no close match" threshold is a quantile of these scores
+    (:func:`lookalike.index.open_set.calibrate`). Cross-fitting as in split conformal prediction and
+    cross-validation (Vovk et al., "Algorithmic Learning in a Random World", 2005).
 
     Parameters
     ----------
