@@ -15,7 +15,8 @@ Reduced precision is not judged by how close the numbers are but by whether the 
 :mod:`lookalike.bundle.precision`, which measures each runtime against fp32 when a bundle is exported and
 records which one the bundle uses. Measured on 2 cores with a trained bundle (``benchmarks/speed``): fp32 LiteRT
 gives embeddings within 2e-6 of Keras; XNNPACK is fastest on one image per call here, so the LiteRT runner feeds
-images one at a time; OpenVINO is fastest with one image per inference request and one request per core. This module imports neither TensorFlow nor Keras (exporting does, see
+images one at a time; OpenVINO is fastest with one image per inference request and one stream per core (see
+:class:`OpenVINORunner`). This module imports neither TensorFlow nor Keras (exporting does, see
 :func:`export_litert`).
 """
 
