@@ -58,7 +58,7 @@ from ..embedder.inference import (
 from ..embedder.runtime import RUNTIME_FILES, RuntimeUnavailable, export_litert
 from ..index.centroids import ClassCentroids
 from ..index.neighbors import knn_vote
-from ..index.open_set import DEFAULT_QUANTILE, OpenSetCalibration, calibrate
+from ..index.open_set import DEFAULT_QUANTILE, MIN_HELD_OUT, OpenSetCalibration, calibrate, held_out_rows
 from ..index.projection import EmbeddingMap, MapConfig, compute_map, load_map, place_queries, save_map
 from ..index.search import INDEX_FILE, METADATA_FILE, VECTORS_FILE, EmbeddingIndex, Hit, IndexSpec
 from .manifest import Manifest
@@ -338,8 +338,9 @@ class Bundle:
         """The open-set calibration for the index as it is now: a cross-fitted threshold (set at training, see
         :mod:`lookalike.index.open_set`) is kept while there are too few held-out images to replace it."""
         current = self.open_set
-        again = calibrate(self.index, quantile=current.quantile)
-        return current if current.source == "cross-fit" and again.source != "held-out" else again
+        if current.source == "cross-fit" and len(held_out_rows(self.index)) < MIN_HELD_OUT:
+            return current
+        return calibrate(self.index, quantile=current.quantile)
 
     def _write_thumbnails(self, directory: Path) -> None:
         """Write the thumbnail pack of every indexed image into ``directory``: those of the saved bundle are

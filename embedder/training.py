@@ -58,8 +58,8 @@ class TrainingResult:
         records given to :func:`train`, and unreadable records are in ``embedded.failures``.
     calibration_scores : float32 ndarray of shape (m,) or None
         Match scores of training images as unseen queries (:func:`cross_fit_scores`), for the "no close match"
-        threshold when there are too few held-out images; None when not computed (enough ``val`` images,
-        fine-tuning, or the scratch CNN).
+        threshold when there are too few held-out images; None when not computed (enough ``val`` or ``test``
+        images, fine-tuning, or the scratch CNN).
     """
 
     embedder: Embedder
@@ -260,7 +260,7 @@ def train(
             **fit_options,
         )
         phase_epochs = {"head": len(history["loss"])}
-        if top is None and is_val.sum() < MIN_HELD_OUT:
+        if top is None and len(rest_labels) < MIN_HELD_OUT:  # too few held-out images to calibrate on
             calibration_scores = cross_fit_scores(
                 embedder, x_pooled[: len(train_x)], x_pooled[len(train_x) :], train_labels, **fit_options
             )

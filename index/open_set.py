@@ -105,6 +105,11 @@ def leave_one_out_scores(
     return other.astype(np.float32)
 
 
+def held_out_rows(index: EmbeddingIndex) -> np.ndarray:
+    """Rows of the indexed images of split ``val`` or ``test``: int64 ndarray of shape (h,)."""
+    return np.flatnonzero([record.split != "train" for record in index.records])
+
+
 def calibrate(
     index: EmbeddingIndex,
     *,
@@ -132,7 +137,7 @@ def calibrate(
     """
     if not 0.0 <= quantile < 1.0:
         raise ValueError(f"quantile must be in [0, 1); got {quantile}")
-    held_out = np.flatnonzero([record.split != "train" for record in index.records])
+    held_out = held_out_rows(index)
     if len(held_out) >= MIN_HELD_OUT:
         source, scores = "held-out", leave_one_out_scores(index, rows=held_out, seed=seed)
     elif cross_fit is not None and len(cross_fit) >= MIN_HELD_OUT:
