@@ -92,8 +92,11 @@ class SearchResponse(BaseModel):
 
     predicted: str = Field(description="class with the highest softmax probability")
     probabilities: dict[str, float] = Field(description="softmax probability of every class, most probable first")
-    unknown: bool = Field(description="true when the best match scores below unknown_threshold (no close match)")
-    unknown_threshold: float = Field(description="cosine similarity below which a best match is no close match")
+    unknown: bool = Field(description="true when match_score is below unknown_threshold (no close match)")
+    unknown_threshold: float = Field(description="match score below which the answer is no close match")
+    match_score: float = Field(
+        description="open-set match score: cosine similarity to the nearest class centroid (best image for old bundles)"
+    )
     characters: list[HitModel] = Field(description="nearest classes, each by its best-matching image")
     neighbors: list[HitModel] = Field(description="the k most similar images, most similar first")
     knn: VoteModel
@@ -263,7 +266,7 @@ def api_routes(
         k: Annotated[int, Form(ge=1, le=MAX_K, description="nearest images and characters returned")] = 5,
         unknown_threshold: Annotated[
             float | None,
-            Form(ge=-1.0, le=1.0, description="no-close-match threshold (default: the bundle's calibrated one)"),
+            Form(ge=-1.0, le=1.0, description="no-close-match threshold of the match score (default: the bundle's)"),
         ] = None,
     ) -> dict:
         """The same object as ``lookalike search BUNDLE IMAGE -k K --json``."""

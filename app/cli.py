@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--unknown-threshold",
         type=float,
-        help="cosine similarity below which the best match is 'no close match' (default: the bundle's calibrated one)",
+        help="match score (cosine similarity to the nearest class centroid) below which the answer is 'no close "
+        "match' (default: the bundle's calibrated one)",
     )
     search.add_argument(
         "--explain",
@@ -918,12 +919,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _format_result(result) -> str:
     best = result.characters[0]
     if result.unknown:
-        lines = [
-            f"no close match: the closest is {best.label} at cosine {best.score:.3f}, below this bundle's "
-            f"threshold {result.unknown_threshold:.3f}; the answers below name the nearest, not a match"
-        ]
+        first = (
+            f"no close match: the closest is {best.label} (cosine {best.score:.3f}); match score "
+            f"{result.match_score:.3f} is below this bundle's threshold {result.unknown_threshold:.3f}; the "
+            "answers below name the nearest, not a match"
+        )
     else:
-        lines = [f"match: {best.label} (cosine {best.score:.3f}, threshold {result.unknown_threshold:.3f})"]
+        first = (
+            f"match: {best.label} (cosine {best.score:.3f}; match score {result.match_score:.3f}, threshold "
+            f"{result.unknown_threshold:.3f})"
+        )
+    lines = [first]
     lines.append(f"predicted: {result.predicted} (p={result.probabilities[result.predicted]:.3f})")
     lines.append(
         f"k-NN vote: {result.knn_predicted} ({result.knn_probabilities.get(result.knn_predicted, 0.0):.2f} of the vote)"

@@ -69,10 +69,13 @@ def verdict(result: QueryResult) -> str:
     best = result.characters[0]
     if result.unknown:
         return (
-            f"### No close match — the closest is **{best.label}** (cosine similarity {best.score:.3f}, "
+            f"### No close match — the closest is **{best.label}** (match score {result.match_score:.3f}, "
             f"threshold {result.unknown_threshold:.3f})"
         )
-    return f"### Best match: **{best.label}** (cosine similarity {best.score:.3f})"
+    return (
+        f"### Best match: **{best.label}** (cosine similarity {best.score:.3f}; match score "
+        f"{result.match_score:.3f}, threshold {result.unknown_threshold:.3f})"
+    )
 
 
 def answer_outputs(result: QueryResult, bundle: Bundle, files: ServedFiles) -> tuple:

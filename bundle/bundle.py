@@ -97,10 +97,14 @@ class QueryResult:
         Nearest class centroids, most similar first: ``score`` is the cosine similarity to the class
         centroid, ``path`` the class's most typical image (the one nearest its centroid).
     unknown : bool
-        True when no indexed image is close enough: the best match's cosine similarity is below
-        ``unknown_threshold`` ("no close match"; the other fields then name the closest, not a match).
+        True when no indexed character is close enough: ``match_score`` is below ``unknown_threshold`` ("no close
+        match"; the other fields then name the closest, not a match).
     unknown_threshold : float
         The bundle's calibrated threshold (see :mod:`lookalike.index.open_set`), cosine similarity.
+    match_score : float
+        The open-set match score, cosine similarity: to the nearest class centroid (the first of
+        ``centroid_characters``), or to the best image for bundles calibrated before that
+        (:attr:`lookalike.index.open_set.OpenSetCalibration.score`).
     """
 
     predicted: str
@@ -112,6 +116,7 @@ class QueryResult:
     centroid_characters: list[Hit]
     unknown: bool = False
     unknown_threshold: float = -1.0
+    match_score: float = 1.0
 
     @property
     def centroid_predicted(self) -> str:
@@ -119,13 +124,14 @@ class QueryResult:
         return self.centroid_characters[0].label
 
     def to_dict(self) -> dict:
-        """JSON-serialisable form with keys predicted, probabilities, unknown, unknown_threshold, characters,
-        neighbors, knn, centroid."""
+        """JSON-serialisable form with keys predicted, probabilities, unknown, unknown_threshold, match_score,
+        characters, neighbors, knn, centroid."""
         return {
             "predicted": self.predicted,
             "probabilities": self.probabilities,
             "unknown": self.unknown,
             "unknown_threshold": self.unknown_threshold,
+            "match_score": self.match_score,
             "characters": [hit.to_dict() for hit in self.characters],
             "neighbors": [hit.to_dict() for hit in self.neighbors],
             "knn": {"predicted": self.knn_predicted, "probabilities": self.knn_probabilities},
@@ -388,19 +394,21 @@ class Bundle:
         knn_k : int
             Number of neighbors in the k-NN vote.
         unknown_threshold : float, optional
-            Cosine similarity below which the best match counts as "no close match" (default: the bundle's
+            Match score (cosine similarity) below which a query is "no close match" (default: the bundle's
             calibrated :attr:`open_set` threshold).
 
         Returns
         -------
         list of QueryResult, one per query
         """
-        threshold = self.open_set.threshold if unknown_threshold is None else float(unknown_threshold)
+        calibration = self.open_set
+        threshold = calibration.threshold if unknown_threshold is None else float(unknown_threshold)
         # One search for the neighbors and the classes among them, searched further only when too few.
         found, nearest = self.index.search_with_classes(embeddings, max(k, knn_k), top=n_characters)
         votes = knn_vote(found.labels[:, :knn_k], found.scores[:, :knn_k], len(self.class_names))
         centroid_classifier, typical = self.centroids
         centroid_similarity = centroid_classifier.similarities(embeddings)
+        match = calibration.match_scores(centroid_similarity, found.scores[:, 0])
         trained_classes = self.embedder.class_names
         results = []
         for row in range(len(embeddings)):
@@ -417,8 +425,9 @@ class Bundle:
                         for c in np.argsort(-centroid_similarity[row], kind="stable")[:n_characters]
                         if typical[c] >= 0
                     ],
-                    unknown=bool(found.scores[row, 0] < threshold),
+                    unknown=bool(match[row] < threshold),
                     unknown_threshold=threshold,
+                    match_score=float(match[row]),
                 )
             )
         return results

@@ -29,7 +29,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from tqdm.keras import TqdmCallback
 
 from ..data import ImageBatch, ImageRecord, class_codes, iter_image_batches
-from ..index.open_set import MIN_HELD_OUT
+from ..index.open_set import MIN_HELD_OUT, centroid_leave_one_out
 from .config import EmbedderConfig
 from .errors import TrainingError
 from .inference import Embeddings
@@ -315,10 +315,10 @@ def cross_fit_scores(
 
     The training images of each class are dealt alternately into two folds (seeded order). For each fold a
     fresh head of the same architecture and schedule is trained on the other fold's images and their augmented
-    views; every image of the fold, embedded by that head, is matched against all the other training images
-    (cosine of its most similar one), as a query is against the index. The head never saw the query, as with a
-    real query, which the head trained on all images would flatter (it pulls a class's training images
-    together). The "no close match" threshold is a quantile of these scores
+    views; every image of the fold, embedded by that head, is scored as a query is: its cosine similarity to the
+    nearest class centroid of all the other training images (:func:`lookalike.index.open_set.centroid_leave_one_out`).
+    The head never saw the query, as with a real query, which the head trained on all images would flatter (it
+    pulls a class's training images together). The "no close match" threshold is a quantile of these scores
     (:func:`lookalike.index.open_set.calibrate`). Cross-fitting as in split conformal prediction and
     cross-validation (Vovk et al., "Algorithmic Learning in a Random World", 2005).
 
@@ -338,7 +338,8 @@ def cross_fit_scores(
     Returns
     -------
     float32 ndarray of shape (m,) or None
-        Cosine similarity per image of the classes that have at least 2 training images; None when no class has.
+        Centroid match score per image of the classes that have at least 2 training images; None when no class
+        has.
     """
     n = len(clean)
     order = np.random.default_rng(config.seed).permutation(n)
@@ -375,9 +376,7 @@ def cross_fit_scores(
         embed = keras.Model(head.input, head.get_layer("embedding").output)
         embeddings = np.asarray(embed.predict(clean, batch_size=256, verbose=0), dtype=np.float32)
         queries = np.flatnonzero((fold == held) & usable)
-        similarity = embeddings[queries] @ embeddings.T
-        similarity[np.arange(len(queries)), queries] = -np.inf  # every image but the query itself
-        scores.append(similarity.max(axis=1))
+        scores.append(centroid_leave_one_out(embeddings, labels, len(embedder.class_names), queries))
     return np.concatenate(scores).astype(np.float32)
 
 

@@ -16,11 +16,21 @@ from lookalike.index.open_set import calibrate, leave_one_out_scores
 
 
 def test_leave_one_out_scores_equal_brute_force(bundle):
-    vectors = bundle.index.vectors
+    vectors, labels = bundle.index.vectors, bundle.index.labels
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)
     expected = similarity.max(axis=1)
+    np.testing.assert_allclose(leave_one_out_scores(bundle.index, score="best-image"), expected, atol=1e-5)
+    # Centroid score: each image against every class's mean, its own class's without it.
+    n_classes = len(bundle.class_names)
+    expected = []
+    for row in range(len(vectors)):
+        others = np.arange(len(vectors)) != row
+        centroids = [vectors[others & (labels == c)].mean(axis=0) for c in range(n_classes)]
+        expected.append(max(float(vectors[row] @ c / np.linalg.norm(c)) for c in centroids))
     np.testing.assert_allclose(leave_one_out_scores(bundle.index), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="match score"):
+        leave_one_out_scores(bundle.index, score="softmax")
 
 
 def test_threshold_is_the_quantile_of_the_held_out_images(bundle, monkeypatch):
@@ -55,8 +65,10 @@ def test_answers_say_whether_the_best_match_is_close_enough(bundle, small_datase
     _, queries = small_dataset
     known = bundle.query_files([queries["cook"][0]], k=3)[0]
     assert known.unknown_threshold == pytest.approx(bundle.open_set.threshold)
-    assert known.unknown == (known.characters[0].score < known.unknown_threshold)
-    score = known.characters[0].score
+    assert bundle.open_set.score == "centroid"
+    assert known.match_score == pytest.approx(known.centroid_characters[0].score)
+    assert known.unknown == (known.match_score < known.unknown_threshold)
+    score = known.match_score
     assert bundle.query_files([queries["cook"][0]], unknown_threshold=score + 1e-3)[0].unknown
     assert not bundle.query_files([queries["cook"][0]], unknown_threshold=score - 1e-3)[0].unknown
     noise = tmp_path / "noise.png"
@@ -74,6 +86,24 @@ def test_a_bundle_without_calibration_is_calibrated_on_load(bundle_path, tmp_pat
     (old / "manifest.json").write_text(json.dumps(manifest))
     loaded = Bundle.load(old)
     assert loaded.open_set.threshold == pytest.approx(calibrate(loaded.index).threshold)
+
+
+def test_a_bundle_calibrated_on_best_images_keeps_that_score(bundle_path, small_dataset, tmp_path):
+    """Bundles from before the centroid score carry a threshold for the best image's similarity."""
+    import shutil
+
+    _, queries = small_dataset
+    old = tmp_path / "best-image.bundle"
+    shutil.copytree(bundle_path, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["open_set"]["score"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    loaded = Bundle.load(old)
+    assert loaded.open_set.score == "best-image"
+    answer = loaded.query_files([queries["arthur"][0]], k=3)[0]
+    assert answer.match_score == pytest.approx(answer.characters[0].score)
+    assert answer.match_score != pytest.approx(answer.centroid_characters[0].score)
+    assert answer.unknown == (answer.match_score < answer.unknown_threshold)
 
 
 def test_search_json_reports_unknown(bundle_path, small_dataset, capsys):
