@@ -537,9 +537,10 @@ def _train_bundle(data_dir: Path, out: Path, args: argparse.Namespace):
     print(f"trained: {phases}; " + (f"validation accuracy {accuracy:.3f}" if accuracy is not None else "no val split"))
     print(f"bundle with {len(bundle.index)} images written to {path}")
     open_set = bundle.open_set
+    nearest = "character centroid" if open_set.score == "centroid" else "image"
     print(
-        f"no-close-match threshold: cosine {open_set.threshold:.3f} (the {open_set.quantile:.0%} quantile of the "
-        f"match scores of {open_set.images} {open_set.source} images)"
+        f"no-close-match threshold: cosine {open_set.threshold:.3f} to the nearest {nearest} (the "
+        f"{open_set.quantile:.0%} quantile of the match scores of {open_set.images} {open_set.source} images)"
     )
     _print_precision(bundle)
     _report_skipped(bundle.failures, path / "skipped.csv")

@@ -169,4 +169,5 @@ def test_bundle_characters_are_the_exact_class_ranking(bundle, small_dataset):
     for result, expected, expected_scores in zip(results, classes, scores):
         assert [hit.label for hit in result.characters] == [bundle.class_names[c] for c in expected]
         np.testing.assert_allclose([hit.score for hit in result.characters], expected_scores, atol=1e-5)
-        assert result.unknown == (result.neighbors[0].score < result.unknown_threshold)
+        assert result.unknown == (result.match_score < result.unknown_threshold)
+        assert result.match_score == pytest.approx(result.centroid_characters[0].score)
