@@ -1,0 +1,230 @@
+"""Fast ablations of the head on cached backbone features: seeds, head ensembles, flip averaging, open-set scores.
+
+With ``fine_tune_blocks=0`` (the default) a trained embedding is ``head(pooled backbone features)``, so the
+protocol of ``run.py`` (same datasets, unknown characters, few-shot split, query kinds and frozen features) can be
+replayed without the LiteRT export and the bundle: the head is trained by ``lookalike.embedder.training._fit``
+on the training images and their augmented views (encoded once, cached), and queried in NumPy. Nearest character
+= best image per character, as in ``run.py``; the numbers agree with ``run.py``'s to a few queries (Keras instead
+of LiteRT, another draw of views).
+
+Setups (``--seeds`` heads, each alone and together):
+
+- ``seed<i>``: one head, ``EmbedderConfig(seed=i)``;
+- ``ensemble``: the seeds' heads, their embeddings concatenated (cosine = mean of the heads' cosines);
+- ``+flip``: each image's embedding averaged with its mirror image's (test-time augmentation), on the query side
+  (``qflip``), the index side (``iflip``) or both (``flip``);
+- open-set scores of each seed's head, AUROC known (as-is queries) against unknown characters and other datasets'
+  images: ``best-image`` (similarity to the most similar indexed image), ``centroid`` (to the nearest class
+  centroid), ``knn3`` (to the 3rd most similar image, Sun et al. 2022, arXiv:2204.06507), ``max-softmax``
+  (Hendrycks & Gimpel 2017) and ``energy`` (Liu et al. 2020, arXiv:2010.03759).
+
+    python benchmarks/generalisation/head_ablation.py                    # every dataset, seeds 0 1 2
+    python benchmarks/generalisation/head_ablation.py --datasets freedink --seeds 0
+
+Results go to ``head_ablation.json`` beside this script (one key per dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.special import logsumexp
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # the benchmark's protocol, variants and cached frozen features
+
+FEATURES = run.CACHE / "head_ablation"
+
+
+def _cached(key: str, compute) -> np.ndarray:
+    path = FEATURES / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
+    if path.exists():
+        return np.load(path)
+    FEATURES.mkdir(parents=True, exist_ok=True)
+    values = compute()
+    np.save(path, values)
+    return values
+
+
+def _content(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def mirrored_features(encoder, paths: list[Path]) -> np.ndarray:
+    """Pooled backbone features of the mirror images: float32 ndarray of shape (n, 1280)."""
+    from lookalike.data import load_image
+
+    def compute():
+        images = np.stack([load_image(p, run.SIZE)[:, ::-1] for p in paths])
+        return encoder.encode(images)
+
+    return _cached("mirror" + _content(paths), compute)
+
+
+def training_views(config, paths: list[Path]) -> np.ndarray:
+    """Pooled features of ``config.augment_views`` augmented views per image: float32 ndarray (v, n, 1280)."""
+    from lookalike.embedder import Embedder
+
+    augmentation = {k: v for k, v in config.to_dict().items() if k.startswith("augment") or k in ("rotation", "zoom")}
+
+    def compute():
+        encoded = Embedder.build(config, ["a", "b"]).encode_files(paths, augment_views=config.augment_views)
+        if len(encoded.indices) != len(paths):
+            raise RuntimeError(f"unreadable training images: {encoded.failures}")
+        return encoded.views
+
+    return _cached(json.dumps(augmentation, sort_keys=True) + str(config.seed) + _content(paths), compute)
+
+
+def l2(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def nearest_character(index: np.ndarray, codes: np.ndarray, n_classes: int, queries: np.ndarray) -> np.ndarray:
+    similarity = queries @ index.T
+    per_class = np.stack([similarity[:, codes == c].max(axis=1) for c in range(n_classes)], axis=1)
+    return per_class.argmax(axis=1)
+
+
+def open_set_scores(head, index: np.ndarray, centroids: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+    """Open-set scores of queries (pooled features, (n, 1280)) for one head: float32 ndarrays of shape (n,)."""
+    kernel, bias = head.softmax_weights()
+    embedding, probabilities = head.head_outputs(features)
+    similarity = np.sort(embedding @ index.T, axis=1)
+    logits = head.config.logit_scale * embedding @ kernel + bias
+    return {
+        "best-image": similarity[:, -1],
+        "centroid": (embedding @ centroids.T).max(axis=1),
+        "knn3": similarity[:, -3],
+        "max-softmax": probabilities.max(axis=1),
+        "energy": logsumexp(logits, axis=1),
+    }
+
+
+def run_dataset(name: str, roots: dict, seeds: list[int], foreign_count: int) -> dict:
+    from lookalike.embedder import Embedder, EmbedderConfig
+    from lookalike.embedder.training import _fit
+
+    spec = run.protocol(name, roots[name], 5)
+    classes = sorted({label for _, label in spec.train})
+    codes = np.array([classes.index(label) for _, label in spec.train])
+    test_codes = np.array([classes.index(label) for _, label in spec.test])
+    train_paths = [p for p, _ in spec.train]
+    variants = {kind: run.write_variants(name, kind, [p for p, _ in spec.test], []) for kind in run.KINDS}
+    unknown = run.write_variants(name, "as-is", [p for p, _ in spec.unknown], [])
+    foreign = run.write_variants("foreign", "as-is", run.foreign_queries(roots, name, foreign_count), [])
+    raw = {kind: run.frozen_raw_features(paths, f"{name} {kind}") for kind, paths in variants.items()}
+    raw |= {
+        "index": run.frozen_raw_features(train_paths, f"{name} index"),
+        "unknown": run.frozen_raw_features(unknown, f"{name} unknown"),
+        "foreign": run.frozen_raw_features(foreign, f"{name} foreign"),
+    }
+    config = EmbedderConfig()
+    encoder = Embedder.build(config, ["a", "b"])
+    paths = dict(variants, index=train_paths, unknown=unknown, foreign=foreign)
+    mirrored = {key: mirrored_features(encoder, p) for key, p in paths.items()}
+    views = training_views(config, train_paths)
+
+    heads = []
+    for seed in seeds:
+        embedder = Embedder.build(dataclasses.replace(config, seed=seed), classes)
+        x = np.concatenate([raw["index"], *views])
+        y = np.tile(codes, 1 + len(views))
+        options = {"epochs": config.epochs, "learning_rate": config.learning_rate, "config": config, "progress": False}
+        _fit(embedder.head, x, y, None, phase="head", log_dir=None, callbacks=(), **options)
+        heads.append(embedder)
+
+    def embed(members, key, flip):
+        parts = []
+        for member in members:
+            embedding = member.head_outputs(raw[key])[0]
+            if flip:
+                embedding = l2(embedding + member.head_outputs(mirrored[key])[0])
+            parts.append(embedding)
+        return l2(np.concatenate(parts, axis=1))
+
+    setups = {"frozen": (None, False, False)}
+    for i, seed in enumerate(seeds):
+        for suffix, index_flip, query_flip in (("", 0, 0), ("+flip", 1, 1), ("+qflip", 0, 1), ("+iflip", 1, 0)):
+            setups[f"seed{seed}{suffix}"] = ([heads[i]], index_flip, query_flip)
+    if len(heads) > 1:
+        setups["ensemble"], setups["ensemble+flip"] = (heads, False, False), (heads, True, True)
+    accuracy = {}
+    for setup, (members, index_flip, query_flip) in setups.items():
+        if members is None:
+            index, queries = l2(raw["index"]), {kind: l2(raw[kind]) for kind in run.KINDS}
+        else:
+            index = embed(members, "index", index_flip)
+            queries = {kind: embed(members, kind, query_flip) for kind in run.KINDS}
+        row = {
+            kind: float(np.mean(nearest_character(index, codes, len(classes), queries[kind]) == test_codes))
+            for kind in run.KINDS
+        }
+        row["mean over kinds"] = float(np.mean([row[kind] for kind in run.KINDS]))
+        accuracy[setup] = row
+
+    open_set = {}
+    for seed, head in zip(seeds, heads):
+        index = head.head_outputs(raw["index"])[0]
+        centroids = l2(np.stack([index[codes == c].mean(axis=0) for c in range(len(classes))]))
+
+        known = open_set_scores(head, index, centroids, raw["as-is"])
+        negatives = {key: open_set_scores(head, index, centroids, raw[key]) for key in ("unknown", "foreign")}
+        open_set[f"seed{seed}"] = {
+            score: {
+                f"auroc_{kind}": float(
+                    roc_auc_score(
+                        np.r_[np.ones(len(known[score])), np.zeros(len(values[score]))],
+                        np.r_[known[score], values[score]],
+                    )
+                )
+                for kind, values in negatives.items()
+            }
+            for score in known
+        }
+    return {"accuracy": accuracy, "open_set": open_set}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", help="dataset names (default: every available one)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="head seeds (default 0 1 2)")
+    parser.add_argument("--foreign", type=int, default=150, help="images of other datasets as queries (default 150)")
+    parser.add_argument("--out", type=Path, default=run.HERE / "head_ablation.json")
+    args = parser.parse_args()
+    roots, all_roots = run.dataset_roots(args.datasets), run.dataset_roots(None)
+    stored = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for name in roots:
+        started = time.perf_counter()
+        result = run_dataset(name, all_roots, args.seeds, args.foreign)
+        result["seconds"] = time.perf_counter() - started
+        stored[name] = result
+        args.out.write_text(json.dumps(stored, indent=2))
+        print(
+            f"== {name} ({result['seconds']:.0f} s)\n"
+            + "setup".ljust(16)
+            + " ".join(k[:8].rjust(8) for k in result["accuracy"]["frozen"])
+        )
+        for setup, row in result["accuracy"].items():
+            print(setup.ljust(16) + " ".join(f"{v:8.3f}" for v in row.values()))
+        for seed, scores in result["open_set"].items():
+            print(
+                f"open set, {seed}: "
+                + ", ".join(f"{s} {v['auroc_unknown']:.3f}/{v['auroc_foreign']:.3f}" for s, v in scores.items())
+            )
+    print(f"results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
