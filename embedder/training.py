@@ -313,12 +313,12 @@ def cross_fit_scores(
 ) -> np.ndarray | None:
     """Match scores of training images as unseen queries, by two-fold cross-fitting of the head.
 
-    The training images of each class are dealt alternately into two folds (seeded order). For each fold a
-    fresh head of the same architecture and schedule is trained on the other fold's images and their augmented
-    views; every image of the fold, embedded by that head, is scored as a query is: its cosine similarity to the
-    nearest class centroid of all the other training images (:func:`lookalike.index.open_set.centroid_leave_one_out`).
-    The head never saw the query, as with a real query, which the head trained on all images would flatter (it
-    pulls a class's training images together). The "no close match" threshold is a quantile of these scores
+    The training images of each class are dealt alternately into two folds (seeded order). For each fold a fresh
+    head of the same architecture and schedule is trained on the other fold's images and their augmented views;
+    every image of the fold, embedded by that head, is scored as a query is: its cosine similarity to the nearest
+    class centroid of all the other training images (:func:`lookalike.index.open_set.centroid_leave_one_out`). The
+    head never saw the query, as with a real query, which the head trained on all images would flatter (it pulls a
+    class's training images together). The "no close match" threshold is a quantile of these scores
     (:func:`lookalike.index.open_set.calibrate`). Cross-fitting as in split conformal prediction and
     cross-validation (Vovk et al., "Algorithmic Learning in a Random World", 2005).
 

@@ -1,11 +1,11 @@
 """Fast ablations of the head on cached backbone features: seeds, head ensembles, flip averaging, open-set scores.
 
-With ``fine_tune_blocks=0`` (the default) a trained embedding is ``head(pooled backbone features)``, so the
-protocol of ``run.py`` (same datasets, unknown characters, few-shot split, query kinds and frozen features) can be
-replayed without the LiteRT export and the bundle: the head is trained by ``lookalike.embedder.training._fit``
-on the training images and their augmented views (encoded once, cached), and queried in NumPy. Nearest character
-= best image per character, as in ``run.py``; the numbers agree with ``run.py``'s to a few queries (Keras instead
-of LiteRT, another draw of views).
+With ``fine_tune_blocks=0`` (the default) a trained embedding is ``head(pooled backbone features)``, so the protocol
+of ``run.py`` (same datasets, unknown characters, few-shot split, query kinds and frozen features) can be replayed
+without the LiteRT export and the bundle: the head is trained by ``lookalike.embedder.training._fit`` on the
+training images and their augmented views (encoded once, cached), and queried in NumPy. Nearest character = best
+image per character (``run.frozen_answers``, for every setup), as in ``run.py``; the numbers agree with ``run.py``'s
+to a few queries (Keras instead of LiteRT, another draw of views).
 
 Setups (``--seeds`` heads, each alone and together):
 
@@ -91,12 +91,6 @@ def l2(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def nearest_character(index: np.ndarray, codes: np.ndarray, n_classes: int, queries: np.ndarray) -> np.ndarray:
-    similarity = queries @ index.T
-    per_class = np.stack([similarity[:, codes == c].max(axis=1) for c in range(n_classes)], axis=1)
-    return per_class.argmax(axis=1)
-
-
 def open_set_scores(head, index: np.ndarray, centroids: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
     """Open-set scores of queries (pooled features, (n, 1280)) for one head: float32 ndarrays of shape (n,)."""
     kernel, bias = head.softmax_weights()
@@ -168,8 +162,7 @@ def run_dataset(name: str, roots: dict, seeds: list[int], foreign_count: int) ->
             index = embed(members, "index", index_flip)
             queries = {kind: embed(members, kind, query_flip) for kind in run.KINDS}
         row = {
-            kind: float(np.mean(nearest_character(index, codes, len(classes), queries[kind]) == test_codes))
-            for kind in run.KINDS
+            kind: float(np.mean(run.frozen_answers(index, codes, queries[kind])[0] == test_codes)) for kind in run.KINDS
         }
         row["mean over kinds"] = float(np.mean([row[kind] for kind in run.KINDS]))
         accuracy[setup] = row
