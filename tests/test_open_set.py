@@ -111,6 +111,7 @@ def test_search_json_reports_unknown(bundle_path, small_dataset, capsys):
     assert main(["search", str(bundle_path), str(queries["arthur"][0]), "--json", "--unknown-threshold", "1.01"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["unknown"] is True and answer["unknown_threshold"] == pytest.approx(1.01)
+    assert answer["match_score"] == pytest.approx(answer["centroid"]["characters"][0]["score"])
     assert main(["search", str(bundle_path), str(queries["arthur"][0])]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith(("match: ", "no close match: "))
 
