@@ -3,11 +3,12 @@
 A query's **match score** is its cosine similarity to the nearest class centroid (the L2-normalised mean of a
 class's indexed embeddings: the nearest-class-mean rule, Mensink et al. 2013, used for open-set recognition by
 Bendale & Boult 2015, arXiv:1511.06233). Bundles calibrated before this score existed (no ``score`` in their
-manifest's ``open_set``: ``score="best-image"``) use the cosine similarity to the most similar indexed image instead. On ``benchmarks/generalisation`` (four datasets,
-6 images per character, two seeds) the centroid score separates unknown characters from known ones better
-everywhere: AUROC 0.98-0.99 against 0.98 on freedroidrpg, 0.86 against 0.85 on wesnoth_units, 0.72-0.74
-against 0.58-0.60 on freedink and 0.63 against 0.52 on widelands. One character's frames agree on its centroid
-while an unknown character drawn on a known body is as close to that body's nearest frame as the known frames are.
+manifest's ``open_set``: ``score="best-image"``) use the cosine similarity to the most similar indexed image
+instead. On ``benchmarks/generalisation`` (four datasets, 6 images per character, two seeds) the centroid score
+separates unknown characters from known ones better everywhere: AUROC 0.98-0.99 against 0.98 on freedroidrpg, 0.86
+against 0.85 on wesnoth_units, 0.72-0.74 against 0.58-0.60 on freedink and 0.63 against 0.52 on widelands. One
+character's frames agree on its centroid while an unknown character drawn on a known body is as close to that body's
+nearest frame as the known frames are.
 
 A query is *unknown* ("no close match") when its match score is below a threshold calibrated per bundle: the
 ``quantile`` (default 5 %) of the match scores of images scored as unseen queries, so that about
