@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import logsumexp
-from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # the benchmark's protocol, variants and cached frozen features
@@ -54,13 +53,6 @@ def _cached(key: str, compute) -> np.ndarray:
     return values
 
 
-def _content(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()
-
-
 def mirrored_features(encoder, paths: list[Path]) -> np.ndarray:
     """Pooled backbone features of the mirror images: float32 ndarray of shape (n, 1280)."""
     from lookalike.data import load_image
@@ -69,7 +61,7 @@ def mirrored_features(encoder, paths: list[Path]) -> np.ndarray:
         images = np.stack([load_image(p, run.SIZE)[:, ::-1] for p in paths])
         return encoder.encode(images)
 
-    return _cached("mirror" + _content(paths), compute)
+    return _cached("mirror" + run.files_digest(paths), compute)
 
 
 def training_views(config, paths: list[Path]) -> np.ndarray:
@@ -84,7 +76,7 @@ def training_views(config, paths: list[Path]) -> np.ndarray:
             raise RuntimeError(f"unreadable training images: {encoded.failures}")
         return encoded.views
 
-    return _cached(json.dumps(augmentation, sort_keys=True) + str(config.seed) + _content(paths), compute)
+    return _cached(json.dumps(augmentation, sort_keys=True) + str(config.seed) + run.files_digest(paths), compute)
 
 
 def l2(x: np.ndarray) -> np.ndarray:
@@ -175,15 +167,7 @@ def run_dataset(name: str, roots: dict, seeds: list[int], foreign_count: int) ->
         known = open_set_scores(head, index, centroids, raw["as-is"])
         negatives = {key: open_set_scores(head, index, centroids, raw[key]) for key in ("unknown", "foreign")}
         open_set[f"seed{seed}"] = {
-            score: {
-                f"auroc_{kind}": float(
-                    roc_auc_score(
-                        np.r_[np.ones(len(known[score])), np.zeros(len(values[score]))],
-                        np.r_[known[score], values[score]],
-                    )
-                )
-                for kind, values in negatives.items()
-            }
+            score: {f"auroc_{kind}": run.auroc(known[score], values[score]) for kind, values in negatives.items()}
             for score in known
         }
     return {"accuracy": accuracy, "open_set": open_set}
