@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 
 
 def verbose() -> bool:
@@ -19,17 +20,35 @@ def verbose() -> bool:
     return logging.getLogger("lookalike").isEnabledFor(logging.INFO)
 
 
+_lock = threading.Lock()
+_depth = 0  # quietly() blocks open, in any thread
+_saved: int | None = None  # a duplicate of the real standard error while _depth > 0
+
+
 @contextlib.contextmanager
 def quietly():
-    """Send native standard error to /dev/null for the duration, unless :func:`verbose`."""
+    """Send native standard error to /dev/null for the duration, unless :func:`verbose`.
+
+    Safe across threads and when nested (the server loads runtimes from its worker threads): the first block
+    to open redirects file descriptor 2, the last to close restores it, so overlapping blocks can never leave
+    the process's standard error pointing at /dev/null.
+    """
+    global _depth, _saved
     if verbose():
         yield
         return
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
+    with _lock:
+        if _depth == 0:
+            _saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        _depth += 1
     try:
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                os.dup2(_saved, 2)
+                os.close(_saved)
+                _saved = None
