@@ -16,7 +16,9 @@ Setups (``--seeds`` heads, each alone and together):
 - open-set scores of each seed's head, AUROC known (as-is queries) against unknown characters and other datasets'
   images: ``best-image`` (similarity to the most similar indexed image), ``centroid`` (to the nearest class
   centroid), ``knn3`` (to the 3rd most similar image, Sun et al. 2022, arXiv:2204.06507), ``max-softmax``
-  (Hendrycks & Gimpel 2017) and ``energy`` (Liu et al. 2020, arXiv:2010.03759).
+  (Hendrycks & Gimpel 2017), ``energy`` (Liu et al. 2020, arXiv:2010.03759), ``relative-mahalanobis`` (Ren
+  et al. 2021, arXiv:2106.09022), ``frozen-centroid`` (the centroid score on the pooled backbone features) and
+  ``centroid+frozen`` (the sum of the trained and the frozen centroid similarities, per class).
 
     python benchmarks/generalisation/head_ablation.py                    # every dataset, seeds 0 1 2
     python benchmarks/generalisation/head_ablation.py --datasets freedink --seeds 0
@@ -83,19 +85,62 @@ def l2(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def open_set_scores(head, index: np.ndarray, centroids: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
-    """Open-set scores of queries (pooled features, (n, 1280)) for one head: float32 ndarrays of shape (n,)."""
+def class_means(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Mean of each class's rows: float ndarray of shape (classes, d)."""
+    return np.stack([x[codes == c].mean(axis=0) for c in range(codes.max() + 1)])
+
+
+def relative_mahalanobis(index: np.ndarray, codes: np.ndarray):
+    """Relative Mahalanobis score (Ren et al. 2021, arXiv:2106.09022) fitted on the indexed embeddings.
+
+    Class means with one shared covariance, and one Gaussian of all indexed embeddings as the background, both
+    Ledoit-Wolf shrunk (few images per class); a query's score is minus its smallest class distance less its
+    background distance. Returns a function of queries (n, d) giving float ndarray scores of shape (n,).
+    """
+    from sklearn.covariance import LedoitWolf
+
+    means = class_means(index, codes)
+    precision = LedoitWolf().fit(index - means[codes]).precision_
+    centre = index.mean(axis=0)
+    background = LedoitWolf().fit(index - centre).precision_
+
+    def score(queries: np.ndarray) -> np.ndarray:
+        diff = queries[:, None, :] - means[None]
+        distances = np.einsum("ncd,de,nce->nc", diff, precision, diff)
+        offset = np.einsum("nd,de,ne->n", queries - centre, background, queries - centre)
+        return -(distances - offset[:, None]).min(axis=1)
+
+    return score
+
+
+def open_set_scorer(head, raw_index: np.ndarray, codes: np.ndarray):
+    """Open-set scores of one head, fitted on the indexed images' pooled features ``raw_index`` (n, 1280).
+
+    Returns a function of queries' pooled features (m, 1280) giving a dict of float ndarrays of shape (m,).
+    """
     kernel, bias = head.softmax_weights()
-    embedding, probabilities = head.head_outputs(features)
-    similarity = np.sort(embedding @ index.T, axis=1)
-    logits = head.config.logit_scale * embedding @ kernel + bias
-    return {
-        "best-image": similarity[:, -1],
-        "centroid": (embedding @ centroids.T).max(axis=1),
-        "knn3": similarity[:, -3],
-        "max-softmax": probabilities.max(axis=1),
-        "energy": logsumexp(logits, axis=1),
-    }
+    index = head.head_outputs(raw_index)[0]
+    centroids = l2(class_means(index, codes))
+    frozen_centroids = l2(class_means(l2(raw_index), codes))
+    mahalanobis = relative_mahalanobis(index, codes)
+
+    def scores(features: np.ndarray) -> dict[str, np.ndarray]:
+        embedding, probabilities = head.head_outputs(features)
+        similarity = np.sort(embedding @ index.T, axis=1)
+        logits = head.config.logit_scale * embedding @ kernel + bias
+        centroid = embedding @ centroids.T
+        return {
+            "best-image": similarity[:, -1],
+            "centroid": centroid.max(axis=1),
+            "knn3": similarity[:, -3],
+            "max-softmax": probabilities.max(axis=1),
+            "energy": logsumexp(logits, axis=1),
+            "relative-mahalanobis": mahalanobis(embedding),
+            "frozen-centroid": (l2(features) @ frozen_centroids.T).max(axis=1),
+            "centroid+frozen": (centroid + l2(features) @ frozen_centroids.T).max(axis=1),
+        }
+
+    return scores
 
 
 def run_dataset(name: str, roots: dict, seeds: list[int], foreign_count: int) -> dict:
@@ -161,11 +206,9 @@ def run_dataset(name: str, roots: dict, seeds: list[int], foreign_count: int) ->
 
     open_set = {}
     for seed, head in zip(seeds, heads):
-        index = head.head_outputs(raw["index"])[0]
-        centroids = l2(np.stack([index[codes == c].mean(axis=0) for c in range(len(classes))]))
-
-        known = open_set_scores(head, index, centroids, raw["as-is"])
-        negatives = {key: open_set_scores(head, index, centroids, raw[key]) for key in ("unknown", "foreign")}
+        scores = open_set_scorer(head, raw["index"], codes)
+        known = scores(raw["as-is"])
+        negatives = {key: scores(raw[key]) for key in ("unknown", "foreign")}
         open_set[f"seed{seed}"] = {
             score: {f"auroc_{kind}": run.auroc(known[score], values[score]) for kind, values in negatives.items()}
             for score in known
