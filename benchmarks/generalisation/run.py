@@ -21,8 +21,10 @@ Per dataset, in one run:
    indexed characters) against unknown characters and against other datasets' images; and the acceptance
    rates at a threshold. lookalike: its ``QueryResult.match_score`` (similarity to the nearest class centroid)
    and the bundle's own "no close match" threshold (``Bundle.open_set``, calibrated when it was trained); its
-   best-character similarity's AUROC is kept too (``auroc_unknown_best_image``). Frozen backbone: the
-   best-character similarity and the 5th percentile of the indexed images' leave-one-out best similarity.
+   best-character similarity's AUROC is kept too (``auroc_unknown_best_image``), and per unknown character the
+   share accepted and the known character it is most often matched to (``unknown_by_character``). Frozen
+   backbone: the best-character similarity and the 5th percentile of the indexed images' leave-one-out best
+   similarity.
 
     python benchmarks/generalisation/run.py                        # every dataset, today's defaults
     python benchmarks/generalisation/run.py --datasets freedroidrpg --config fine_tune_blocks=0 --name frozen
@@ -107,7 +109,7 @@ def protocol(name: str, root: Path, per_character: int) -> Protocol:
     """The unknown characters, the few-shot split of the others and the query originals (deterministic)."""
     characters = character_files(root)
     names = sorted(characters)
-    n_unknown = int(round(UNKNOWN_FRACTION * len(names)))
+    n_unknown = round(UNKNOWN_FRACTION * len(names))
     unknown = sorted(names[i] for i in np.random.default_rng(0).permutation(len(names))[:n_unknown])
     train, test, unknown_queries = [], [], []
     for label in names:
@@ -126,7 +128,7 @@ def foreign_queries(roots: dict[str, Path], own: str, n: int) -> list[Path]:
     pool = []
     for name, root in roots.items():
         if name != own:
-            for label, files in character_files(root).items():
+            for files in character_files(root).values():
                 pool.append(files[int(np.random.default_rng(0).integers(len(files)))])
     pool.sort()
     return [pool[i] for i in np.random.default_rng(1).permutation(len(pool))[:n]]
@@ -319,6 +321,22 @@ def lookalike_answers(bundle, paths: list[Path], desc: str) -> dict[str, np.ndar
     return {key: np.asarray(values) for key, values in out.items()}
 
 
+def unknown_by_character(labels: list[str], answers: dict[str, np.ndarray], threshold: float) -> dict[str, dict]:
+    """Per unknown character: the share of its queries accepted at ``threshold``, its mean match score, and the
+    known character its queries are most often matched to (where an unknown is a look-alike of a known one)."""
+    labels = np.asarray(labels)
+    out = {}
+    for label in sorted(set(labels)):
+        rows = labels == label
+        names, counts = np.unique(answers["character"][rows], return_counts=True)
+        out[label] = {
+            "accepted": float(np.mean(answers["match"][rows] >= threshold)),
+            "match_score": float(np.mean(answers["match"][rows])),
+            "nearest": str(names[counts.argmax()]),
+        }
+    return out
+
+
 def parse_config(pairs: list[str]):
     from lookalike.embedder import EmbedderConfig
 
@@ -336,8 +354,8 @@ def parse_config(pairs: list[str]):
 
 
 def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: list[Path]) -> dict:
-    from lookalike.data import load_folder
     from lookalike.bundle import Bundle
+    from lookalike.data import load_folder
 
     spec = protocol(name, roots[name], args.per_character)
     print(
@@ -389,6 +407,9 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
             bundle.open_set.threshold,  # the bundle's own calibration and match score (lookalike.index.open_set)
         ) | {"calibration": bundle.open_set.source, "score": bundle.open_set.score}
         lookalike_open["auroc_unknown_best_image"] = auroc(answers["as-is"]["score"], unknown_answers["score"])
+        lookalike_open["unknown_by_character"] = unknown_by_character(
+            [label for _, label in spec.unknown], unknown_answers, bundle.open_set.threshold
+        )
     kinds = {}
     for kind in KINDS:
         kinds[kind] = {"frozen": float(np.mean(frozen[kind][0] == test_labels))} | {
@@ -420,9 +441,11 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
 
 def table(name: str, result: dict) -> str:
     lines = [
-        f"**{name}** ({result['characters']} characters indexed, 6 images each; {result['test_queries_per_kind']} "
-        f"queries per kind; {len(result['unknown_characters'])} unknown characters, {result['unknown_queries']} queries; "
-        f"{result['foreign_queries']} images of other datasets)",
+        (
+            f"**{name}** ({result['characters']} characters indexed, 6 images each; {result['test_queries_per_kind']} "
+            f"queries per kind; {len(result['unknown_characters'])} unknown characters, {result['unknown_queries']} queries; "
+            f"{result['foreign_queries']} images of other datasets)"
+        ),
         "",
         "| query kind | frozen: nearest character | lookalike: nearest character | softmax | k-NN | centroid |",
         "|---|---|---|---|---|---|",
@@ -444,12 +467,22 @@ def table(name: str, result: dict) -> str:
             f"{l['auroc_unknown']:.3f}; {l['auroc_unknown_best_image']:.3f} |"
         ),
         f"| AUROC, known vs other datasets | {f['auroc_foreign']:.3f} | {l['auroc_foreign']:.3f} |",
-        f"| accepted at the threshold (frozen: 5 % of leave-one-out; lookalike: the bundle's): known / unknown / other | "
-        f"{f['accepted_known']:.2f} / {f['accepted_unknown']:.2f} / {f['accepted_foreign']:.2f} | "
-        f"{l['accepted_known']:.2f} / {l['accepted_unknown']:.2f} / {l['accepted_foreign']:.2f} |",
+        (
+            f"| accepted at the threshold (frozen: 5 % of leave-one-out; lookalike: the bundle's): known / unknown / other | "
+            f"{f['accepted_known']:.2f} / {f['accepted_unknown']:.2f} / {f['accepted_foreign']:.2f} | "
+            f"{l['accepted_known']:.2f} / {l['accepted_unknown']:.2f} / {l['accepted_foreign']:.2f} |"
+        ),
         "",
-        f"Training {result['training']['seconds']:.0f} s ({result['training']['phase_epochs']}, val accuracy "
-        f"{result['training']['val_accuracy']}), queries {result['query_seconds']:.0f} s.",
+        "Unknown characters (lookalike): share accepted, mean match score, most often matched to: "
+        + "; ".join(
+            f"{label} {row['accepted']:.0%} {row['match_score']:.2f} -> {row['nearest']}"
+            for label, row in l.get("unknown_by_character", {}).items()
+        ),
+        "",
+        (
+            f"Training {result['training']['seconds']:.0f} s ({result['training']['phase_epochs']}, val accuracy "
+            f"{result['training']['val_accuracy']}), queries {result['query_seconds']:.0f} s."
+        ),
     ]
     return "\n".join(lines)
 
