@@ -25,18 +25,16 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import requests
 from lookalike.app.cli import default_demo_bundle
 from lookalike.bundle import Bundle
 from queries import mirrored_queries
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server import start_server  # benchmarks/server.py
 
 HERE = Path(__file__).parent
 CHROMIUM = "/usr/bin/chromium"
@@ -85,30 +83,6 @@ WATCH = """({kind, name, data}) => {
 }"""
 
 
-def start_app(bundle: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lookalike.app.cli", "serve", str(bundle), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"},
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return server, url
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.terminate()
-            raise SystemExit("the app did not start")
-        time.sleep(0.5)
-
-
 def measure(page, *, click: str | None = None, upload: Path | None = None) -> tuple[float, float]:
     """Milliseconds from clicking button ``click`` or uploading file ``upload`` until the answer is drawn, and
     until the view has settled (see :data:`WATCH`). The action starts inside the page: Playwright's own
@@ -136,7 +110,8 @@ def main() -> None:
     server = None
     apps = dict(item.split("=", 1) for item in args.url)
     if not apps:
-        server, url = start_app(args.bundle)
+        server, url = start_server(args.bundle)
+        url += "/"
         apps = {"this checkout": url}
     timings = {name: {"upload": [], "search": [], "explanation": []} for name in apps}
     try:

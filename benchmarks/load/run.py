@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +28,9 @@ import numpy as np
 from lookalike.app.cli import default_demo_bundle
 from lookalike.index.search import EmbeddingIndex
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server import start_server  # benchmarks/server.py
+
 #: Targets of issue 15 for the JSON API under 50 concurrent clients.
 API_TARGETS = {"searches/s": 20.0, "p99 ms": 3000.0}
 
@@ -39,30 +40,6 @@ def _shares(clients: int, requests: int) -> list[int]:
     share = np.full(clients, requests // clients)
     share[: requests % clients] += 1
     return [int(n) for n in share]
-
-
-def _start_server(bundle: Path, timeout: float) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lookalike.app.cli", "serve", str(bundle), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"},
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return server, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.terminate()
-            raise SystemExit("the server did not start")
-        time.sleep(0.5)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -162,7 +139,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     images = [record.path for record in EmbeddingIndex.load(args.bundle).records]
-    server, url = _start_server(args.bundle, args.start_timeout)
+    server, url = start_server(args.bundle, args.start_timeout)
     figures = {}
     try:
         for mode in ("app", "api") if args.mode == "both" else (args.mode,):
