@@ -152,7 +152,8 @@ def run_dataset(name: str, roots: dict, seeds: list[int], foreign_count: int) ->
     codes = np.array([classes.index(label) for _, label in spec.train])
     test_codes = np.array([classes.index(label) for _, label in spec.test])
     train_paths = [p for p, _ in spec.train]
-    variants = {kind: run.write_variants(name, kind, [p for p, _ in spec.test], []) for kind in run.KINDS}
+    kinds = run.KINDS + run.HELD_OUT_KINDS
+    variants = {kind: run.write_variants(name, kind, [p for p, _ in spec.test], []) for kind in kinds}
     unknown = run.write_variants(name, "as-is", [p for p, _ in spec.unknown], [])
     foreign = run.write_variants("foreign", "as-is", run.foreign_queries(roots, name, foreign_count), [])
     raw = {kind: run.frozen_raw_features(paths, f"{name} {kind}") for kind, paths in variants.items()}
@@ -194,14 +195,13 @@ def run_dataset(name: str, roots: dict, seeds: list[int], foreign_count: int) ->
     accuracy = {}
     for setup, (members, index_flip, query_flip) in setups.items():
         if members is None:
-            index, queries = l2(raw["index"]), {kind: l2(raw[kind]) for kind in run.KINDS}
+            index, queries = l2(raw["index"]), {kind: l2(raw[kind]) for kind in kinds}
         else:
             index = embed(members, "index", index_flip)
-            queries = {kind: embed(members, kind, query_flip) for kind in run.KINDS}
-        row = {
-            kind: float(np.mean(run.frozen_answers(index, codes, queries[kind])[0] == test_codes)) for kind in run.KINDS
-        }
+            queries = {kind: embed(members, kind, query_flip) for kind in kinds}
+        row = {kind: float(np.mean(run.frozen_answers(index, codes, queries[kind])[0] == test_codes)) for kind in kinds}
         row["mean over kinds"] = float(np.mean([row[kind] for kind in run.KINDS]))
+        row["mean over held-out kinds"] = float(np.mean([row[kind] for kind in run.HELD_OUT_KINDS]))
         accuracy[setup] = row
 
     open_set = {}
