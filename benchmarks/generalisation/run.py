@@ -168,6 +168,18 @@ def _busy_background(rng: np.random.Generator, backgrounds: list[Path]) -> Image
     )
 
 
+def _placed(image: Image.Image, rng: np.random.Generator, scale: tuple[float, float], frame) -> Image.Image:
+    """The character of ``image`` (its non-white pixels), scaled to a random share ``scale`` of the side, pasted at a
+    random place on ``frame()``."""
+    pixels = np.asarray(image)
+    mask = Image.fromarray(((pixels < 240).any(axis=2) * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(3))
+    side = int(SIZE * rng.uniform(*scale))
+    background = frame()
+    offset = tuple(int(v) for v in rng.integers(0, SIZE - side + 1, 2))
+    background.paste(image.resize((side, side)), offset, mask.resize((side, side)))
+    return background
+
+
 def make_variant(kind: str, image: Image.Image, rng: np.random.Generator, backgrounds: list[Path]) -> Image.Image:
     """One query kind of a 224 px RGB image on white (as :func:`lookalike.data.load_image` returns)."""
     if kind == "as-is":
@@ -190,14 +202,7 @@ def make_variant(kind: str, image: Image.Image, rng: np.random.Generator, backgr
     if kind == "jpeg":
         return image  # written with JPEG quality 10 by write_variants
     if kind == "background":
-        pixels = np.asarray(image)
-        mask = Image.fromarray(((pixels < 240).any(axis=2) * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(3))
-        scale = rng.uniform(0.6, 0.85)
-        side = int(SIZE * scale)
-        background = _busy_background(rng, backgrounds)
-        offset = tuple(int(v) for v in rng.integers(0, SIZE - side + 1, 2))
-        background.paste(image.resize((side, side)), offset, mask.resize((side, side)))
-        return background
+        return _placed(image, rng, (0.6, 0.85), lambda: _busy_background(rng, backgrounds))
     if kind == "cropped":
         side = int(SIZE * rng.uniform(0.55, 0.75))
         left, top = (int(v) for v in rng.integers(0, SIZE - side + 1, 2))
@@ -215,14 +220,10 @@ def make_variant(kind: str, image: Image.Image, rng: np.random.Generator, backgr
     if kind == "dark":  # under-exposed, low contrast
         image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.35, 0.55))
         return ImageEnhance.Contrast(image).enhance(rng.uniform(0.6, 0.8))
-    if kind in ("small-busy", "small-white"):  # the character at 30-50 % of the frame, anywhere in it
-        pixels = np.asarray(image)
-        mask = Image.fromarray(((pixels < 240).any(axis=2) * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(3))
-        side = int(SIZE * rng.uniform(0.3, 0.5))
-        frame = _busy_background(rng, backgrounds) if kind == "small-busy" else Image.new("RGB", (SIZE, SIZE), "white")
-        offset = tuple(int(v) for v in rng.integers(0, SIZE - side + 1, 2))
-        frame.paste(image.resize((side, side)), offset, mask.resize((side, side)))
-        return frame
+    if kind == "small-busy":  # the character at 30-50 % of the frame, anywhere in it
+        return _placed(image, rng, (0.3, 0.5), lambda: _busy_background(rng, backgrounds))
+    if kind == "small-white":
+        return _placed(image, rng, (0.3, 0.5), lambda: Image.new("RGB", (SIZE, SIZE), "white"))
     if kind == "perspective":  # a photo of a screen or a print: skewed, grey surround, dimmer, soft
         corners = np.array([[0, 0], [SIZE, 0], [SIZE, SIZE], [0, SIZE]], float)
         moved = corners + rng.uniform(-1, 1, (4, 2)) * SIZE * rng.uniform(0.08, 0.18)
