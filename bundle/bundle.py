@@ -484,7 +484,8 @@ class Bundle:
             A file cannot be read (the message names it); for many files with skipping, use
             ``embedder.embed_files``.
         """
-        images = np.stack([load_image(p, self.embedder.config.image_size) for p in paths])
+        config = self.embedder.config
+        images = np.stack([load_image(p, config.image_size, crop=config.crop_to_content) for p in paths])
         return self.embedder.embed_images(images)
 
     def query_files(self, paths: Sequence[str | os.PathLike], **options) -> list[QueryResult]:

@@ -218,9 +218,10 @@ def match_pixels(bundle: Bundle, hit: Hit, *, match_from: Literal["file", "thumb
     ValueError
         ``match_from`` is neither ``"file"`` nor ``"thumbnail"``.
     """
-    size = bundle.embedder.config.image_size
+    config = bundle.embedder.config
+    size = config.image_size
     if match_from == "file":
-        return load_image(hit.path, size)
+        return load_image(hit.path, size, crop=config.crop_to_content)
     if match_from != "thumbnail":
         raise ValueError(f"match_from must be 'file' or 'thumbnail'; got {match_from!r}")
     pack = bundle.thumbnails
@@ -269,7 +270,11 @@ def explain_result(
     # The one dependence on Keras: the query path runs on the bundle's runtime, the explanation on the Keras model.
     embedder = bundle.keras_embedder
     size = embedder.config.image_size
-    pixels = load_image(query, size) if isinstance(query, (str, os.PathLike)) else np.asarray(query, dtype=np.uint8)
+    pixels = (
+        load_image(query, size, crop=embedder.config.crop_to_content)
+        if isinstance(query, (str, os.PathLike))
+        else np.asarray(query, dtype=np.uint8)
+    )
     verdict = (
         f"No close match (below this bundle's threshold {result.unknown_threshold:.3f}): the closest is {best.label}"
         if result.unknown

@@ -280,7 +280,8 @@ def _check_images(bundle: Bundle, size: int) -> np.ndarray:
 
     records = bundle.index.records
     rows = np.unique(np.linspace(0, len(records) - 1, min(CHECK_IMAGES, len(records))).astype(int))
-    images = [b.images for b in iter_image_batches([records[r].path for r in rows], size=size, batch_size=64)]
+    paths, crop = [records[r].path for r in rows], bundle.embedder.config.crop_to_content
+    images = [b.images for b in iter_image_batches(paths, size=size, batch_size=64, crop=crop)]
     images = np.concatenate(images) if images else np.empty((0, size, size, 3), np.uint8)
     if len(images) == 0:
         logger.warning("none of the bundle's images can be read; the ONNX export is checked on random images")

@@ -84,11 +84,14 @@ def _held_out(index: EmbeddingIndex) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(splits == "train"), np.flatnonzero(np.isin(splits, ("val", "test")))
 
 
-def decode_rows(index: EmbeddingIndex, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded images of the indexed images at ``rows`` (uint8, (m, size, size, 3)) and the rows that decoded."""
+def decode_rows(
+    index: EmbeddingIndex, rows: np.ndarray, size: int, *, crop: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded images of the indexed images at ``rows`` (uint8, (m, size, size, 3)) and the rows that decoded;
+    ``crop``: cropped to their content first, as the embedder's ``crop_to_content`` says."""
     paths = [index.records[r].path for r in rows]
     images, decoded = [], []
-    for batch in iter_image_batches(paths, size=size):
+    for batch in iter_image_batches(paths, size=size, crop=crop):
         images.append(batch.images)
         decoded.append(rows[batch.indices])
     if not images:
@@ -124,7 +127,9 @@ def _answers(outputs, reference: np.ndarray, reference_labels: np.ndarray, y_tru
     return neighbors, accuracy
 
 
-def measure(directory: str | Path, index: EmbeddingIndex, *, image_size: int, precisions=PRECISIONS) -> dict:
+def measure(
+    directory: str | Path, index: EmbeddingIndex, *, image_size: int, precisions=PRECISIONS, crop: bool = False
+) -> dict:
     """Run every available runtime of ``precisions`` exported in ``directory`` on the bundle's held-out images.
 
     Parameters
@@ -135,6 +140,8 @@ def measure(directory: str | Path, index: EmbeddingIndex, *, image_size: int, pr
         The bundle's index: ``train`` rows are searched, ``val``/``test`` rows are the queries.
     image_size : int
     precisions : sequence of str
+    crop : bool
+        Whether the embedder crops images to their content (``EmbedderConfig.crop_to_content``).
 
     Returns
     -------
@@ -147,9 +154,9 @@ def measure(directory: str | Path, index: EmbeddingIndex, *, image_size: int, pr
         The fp32 runtime cannot run.
     """
     train_rows, held_out_rows = _held_out(index)
-    images, held_out_rows = decode_rows(index, held_out_rows, image_size)
+    images, held_out_rows = decode_rows(index, held_out_rows, image_size, crop=crop)
     if not len(images):  # nothing to judge by: time the runtimes on training images
-        images, _ = decode_rows(index, train_rows[:TIMED_IMAGES], image_size)
+        images, _ = decode_rows(index, train_rows[:TIMED_IMAGES], image_size, crop=crop)
     fp32 = open_runner(directory, "fp32")
     reference_outputs = fp32(images)
     judged = len(held_out_rows) > 0 and len(train_rows) > 0
@@ -260,12 +267,12 @@ def export_runtimes(embedder, directory: Path, index: EmbeddingIndex, asked: str
         train_rows, _ = _held_out(index)
         rows = train_rows if len(train_rows) else np.arange(len(index))
         sample = np.random.default_rng(0).choice(rows, min(CALIBRATION_IMAGES, len(rows)), replace=False)
-        images, _ = decode_rows(index, np.sort(sample), size)
+        images, _ = decode_rows(index, np.sort(sample), size, crop=embedder.config.crop_to_content)
         try:
             export_int8(embedder, images, directory)
         except (RuntimeUnavailable, ValueError) as error:
             logger.warning("no int8 runtime: %s", error)
-    trials = measure(directory, index, image_size=size, precisions=wanted)
+    trials = measure(directory, index, image_size=size, precisions=wanted, crop=embedder.config.crop_to_content)
     chosen = choose(trials, asked)
     held_out = int(np.isin([r.split for r in index.records], ("val", "test")).sum())
     return summary(trials, asked, chosen, held_out=held_out)

@@ -1,4 +1,5 @@
-"""Image decoding: any file Pillow reads -> a square RGB uint8 array, in parallel batches.
+"""Image decoding: any file Pillow reads -> a square RGB uint8 array (optionally cropped to its content), in
+parallel batches.
 
 Every image goes through :func:`load_image`, so training, indexing and queries see exactly the same pixels.
 """
@@ -121,13 +122,70 @@ def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
         raise ImageDecodeError(path, reason) from error
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+#: Crop to content: a colour channel within this many levels (0-255) of the border colour is background.
+CONTENT_TOLERANCE = 24
+#: Crop to content: the border is one flat colour when at least this share of its pixels is background.
+UNIFORM_BORDER = 0.9
+#: Crop to content: crop only when the content's longer side is at most this share of the image's longer side.
+CONTENT_FILL = 0.8
+#: Crop to content: margin kept around the content, as a share of its longer side.
+CONTENT_MARGIN = 0.04
+
+
+def crop_to_content(image: Image.Image) -> Image.Image:
+    """The part of an RGB image that holds its content, when that content sits small on a flat background.
+
+    The background colour is the median of the image's outermost rows and columns; it counts as flat when
+    :data:`UNIFORM_BORDER` of those pixels lie within :data:`CONTENT_TOLERANCE` of it in every channel (white
+    paper, a screenshot's backdrop, a sprite's transparent padding composited on white). The content is every
+    pixel further from it. When the content's bounding box has its longer side at most :data:`CONTENT_FILL` of
+    the image's, the box plus a :data:`CONTENT_MARGIN` margin is cut out and padded to a square with the
+    background colour, so the character fills the frame as it does in a tightly cropped sprite. Images whose
+    content fills the frame, or whose background is busy (a photo, noise), are returned unchanged.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        RGB image of any size.
+
+    Returns
+    -------
+    PIL.Image.Image
+        ``image`` itself, or a square RGB crop of it.
+    """
+    pixels = np.asarray(image)
+    if pixels.ndim != 3 or min(pixels.shape[:2]) < 8:
+        return image
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).astype(np.int16)
+    colour = np.median(border, axis=0)
+    if np.mean(np.abs(border - colour).max(axis=1) <= CONTENT_TOLERANCE) < UNIFORM_BORDER:
+        return image
+    content = np.abs(pixels.astype(np.int16) - colour).max(axis=2) > CONTENT_TOLERANCE
+    rows, columns = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    if not len(rows):
+        return image  # a blank image: nothing to crop to
+    height, width = rows[-1] + 1 - rows[0], columns[-1] + 1 - columns[0]
+    if max(height, width) > CONTENT_FILL * max(pixels.shape[:2]):
+        return image
+    margin = int(np.ceil(CONTENT_MARGIN * max(height, width)))
+    box = (
+        max(0, columns[0] - margin),
+        max(0, rows[0] - margin),
+        min(pixels.shape[1], columns[-1] + 1 + margin),
+        min(pixels.shape[0], rows[-1] + 1 + margin),
+    )
+    cropped = image.crop(box)
+    side = max(cropped.size)
+    return ImageOps.pad(cropped, (side, side), color=tuple(int(c) for c in colour))
+
+
+def load_image(path: str | os.PathLike, size: int, *, crop: bool = False) -> np.ndarray:
     """Decode one image file to a square RGB array.
 
     The image is rotated by its EXIF orientation, converted to RGB (transparency composited on white),
-    padded to a square with white (aspect ratio kept) and resized to ``size`` x ``size`` with bilinear
-    interpolation. Large JPEGs are decoded at reduced resolution (Pillow's draft mode) when that still
-    leaves at least ``size`` pixels per side.
+    cropped to its content if ``crop`` (see :func:`crop_to_content`), padded to a square with white (aspect
+    ratio kept) and resized to ``size`` x ``size`` with bilinear interpolation. Large JPEGs are decoded at
+    reduced resolution (Pillow's draft mode) when that still leaves at least ``size`` pixels per side.
 
     Parameters
     ----------
@@ -135,6 +193,9 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
         Image file in any format Pillow reads (JPEG, PNG, BMP, GIF (first frame), WebP, ...).
     size : int
         Output side length in pixels.
+    crop : bool
+        Crop a character that sits small on a flat background to its content first
+        (:attr:`lookalike.embedder.EmbedderConfig.crop_to_content` says whether an embedder's images are).
 
     Returns
     -------
@@ -151,13 +212,15 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
         image.load()
         image = ImageOps.exif_transpose(image)
         image = to_rgb(image)
+        if crop:
+            image = crop_to_content(image)
         image = ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR, color=BACKGROUND)
         return np.asarray(image, dtype=np.uint8)
 
 
-def _decode_or_failure(path: Path, size: int) -> np.ndarray | DecodeFailure:
+def _decode_or_failure(path: Path, size: int, crop: bool) -> np.ndarray | DecodeFailure:
     try:
-        return load_image(path, size)
+        return load_image(path, size, crop=crop)
     except ImageDecodeError as error:
         return DecodeFailure(error.path, error.reason)
 
@@ -169,6 +232,7 @@ def iter_image_batches(
     batch_size: int = 64,
     workers: int | None = None,
     prefetch: int = 2,
+    crop: bool = False,
 ) -> Iterator[ImageBatch]:
     """Decode ``paths`` in parallel and yield them in order, one batch at a time.
 
@@ -189,6 +253,8 @@ def iter_image_batches(
         Decoding threads; default ``os.cpu_count()``.
     prefetch : int
         Batches decoded ahead of the consumer.
+    crop : bool
+        Crop each image to its content first (see :func:`load_image`).
 
     Yields
     ------
@@ -207,7 +273,7 @@ def iter_image_batches(
             start = next(starts, None)
             if start is not None:
                 chunk = paths[start : start + batch_size]
-                pending.append((start, [pool.submit(_decode_or_failure, p, size) for p in chunk]))
+                pending.append((start, [pool.submit(_decode_or_failure, p, size, crop) for p in chunk]))
 
         for _ in range(prefetch + 1):
             submit_next()

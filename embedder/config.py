@@ -38,7 +38,12 @@ BACKBONES = tuple(BACKBONE_SPECS)
 #: Probabilities of the mutually exclusive appearance changes of an augmented view.
 APPEARANCE_SETTINGS = ("augment_grayscale", "augment_recolour", "augment_sketch", "augment_low_res", "augment_jpeg")
 #: Values of settings added after the first bundles, for configs saved without them (the behaviour then).
-LEGACY_VALUES = {"augment_background": 0.0, **dict.fromkeys(APPEARANCE_SETTINGS, 0.0), "pooled_weight": 0.0}
+LEGACY_VALUES = {
+    "augment_background": 0.0,
+    **dict.fromkeys(APPEARANCE_SETTINGS, 0.0),
+    "pooled_weight": 0.0,
+    "crop_to_content": False,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +58,13 @@ class EmbedderConfig:
         the classic tutorial CNN, a baseline that shows what transfer learning buys).
     image_size : int
         Side of the square RGB input in pixels (MobileNetV2's ImageNet resolution is 224).
+    crop_to_content : bool
+        Every image (training, indexed, query) that shows a character small on a flat background (a drawing on
+        white paper, a screenshot with a wide backdrop, a sprite with transparent padding) is cropped to its
+        content before it is padded to a square and resized (:func:`lookalike.data.images.crop_to_content`);
+        images whose content fills the frame, or with a busy background, are unchanged. On
+        ``benchmarks/generalisation`` it changed only queries with wide margins (the "small-white" kind, and a
+        few rotated ones) and lifted those from 0.51-0.79 to 0.87-0.98 on the datasets where it was measured.
     embedding_dim : int
         Size d of the embedding (the dense layer before the softmax).
     dropout : float
@@ -123,6 +135,7 @@ class EmbedderConfig:
 
     backbone: str = "mobilenet_v2"
     image_size: int = 224
+    crop_to_content: bool = True
     embedding_dim: int = 256
     dropout: float = 0.2
     logit_scale: float = 8.0

@@ -97,7 +97,8 @@ class FileEmbedding:
         bar = tqdm(total=len(paths), unit="img", desc=description, disable=not progress) if own_bar else progress
         try:
             size, batch_size = self.config.image_size, batch_size or self.config.batch_size
-            for batch in iter_image_batches(paths, size=size, batch_size=batch_size):
+            batches = iter_image_batches(paths, size=size, batch_size=batch_size, crop=self.config.crop_to_content)
+            for batch in batches:
                 yield batch
                 failures += len(batch.failures)
                 bar.update(len(batch.indices) + len(batch.failures))

@@ -382,7 +382,10 @@ def cross_fit_scores(
 
 def _decode_all(embedder: Embedder, paths: list) -> ImageBatch:
     """All of ``paths`` decoded at the embedder's input size, as one batch (unreadable files in ``failures``)."""
-    batches = list(iter_image_batches(paths, size=embedder.config.image_size, batch_size=embedder.config.batch_size))
+    config = embedder.config
+    batches = list(
+        iter_image_batches(paths, size=config.image_size, batch_size=config.batch_size, crop=config.crop_to_content)
+    )
     size = embedder.config.image_size
     return ImageBatch(
         np.concatenate([b.indices for b in batches]) if batches else np.empty(0, np.int64),
