@@ -3,7 +3,8 @@
 With ``fine_tune_blocks=0`` (the default) a trained embedding is ``head(pooled backbone features)``, so the protocol
 of ``run.py`` (same datasets, unknown characters, few-shot split, query kinds and frozen features) can be replayed
 without the LiteRT export and the bundle: the head is trained by ``lookalike.embedder.training._fit`` on the
-training images and their augmented views (encoded once, cached), and queried in NumPy. Nearest character = best
+training images and their augmented views (encoded once, cached), and queried in NumPy, all without crop to content
+(``crop_to_content=False``, as the frozen backbone's cached features are). Nearest character = best
 image per character (``run.frozen_answers``, for every setup), as in ``run.py``; the numbers agree with ``run.py``'s
 to a few queries (Keras instead of LiteRT, another draw of views).
 
@@ -71,6 +72,8 @@ def training_views(config, paths: list[Path]) -> np.ndarray:
     from lookalike.embedder import Embedder
 
     augmentation = {k: v for k, v in config.to_dict().items() if k.startswith("augment") or k in ("rotation", "zoom")}
+    if config.crop_to_content:  # part of the key only when on, so the views cached before the setting stay valid
+        augmentation["crop_to_content"] = True
 
     def compute():
         encoded = Embedder.build(config, ["a", "b"]).encode_files(paths, augment_views=config.augment_views)
@@ -162,7 +165,9 @@ def run_dataset(name: str, roots: dict, seeds: list[int], foreign_count: int) ->
         "unknown": run.frozen_raw_features(unknown, f"{name} unknown"),
         "foreign": run.frozen_raw_features(foreign, f"{name} foreign"),
     }
-    config = EmbedderConfig()
+    # The frozen backbone's features (run.frozen_raw_features) are of uncropped images, so the heads are trained and
+    # queried without crop to content too; for the kinds it changes (small-white), run.py has the product's answers.
+    config = EmbedderConfig(crop_to_content=False)
     encoder = Embedder.build(config, ["a", "b"])
     paths = dict(variants, index=train_paths, unknown=unknown, foreign=foreign)
     mirrored = {key: mirrored_features(encoder, p) for key, p in paths.items()}

@@ -297,7 +297,8 @@ def frozen_raw_features(paths: list[Path], desc: str) -> np.ndarray:
     from lookalike.embedder import Embedder, EmbedderConfig
 
     if _FROZEN is None:
-        _FROZEN = Embedder.build(EmbedderConfig(fine_tune_blocks=0), ["a", "b"])
+        # The baseline as issue 11 defines it: the image as it is, padded and resized, no crop to content.
+        _FROZEN = Embedder.build(EmbedderConfig(fine_tune_blocks=0, crop_to_content=False), ["a", "b"])
     encoded = _FROZEN.encode_files(paths, progress=tqdm(total=len(paths), desc=f"frozen {desc}", unit="img"))
     if len(encoded.indices) != len(paths):
         raise RuntimeError(
