@@ -119,6 +119,13 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
     group.add_argument(
+        "--no-crop-to-content",
+        dest="crop_to_content",
+        action="store_false",
+        help="keep wide flat margins around a character (default: crop an image whose character sits small on a "
+        "flat background to its content, for training, indexed and query images alike)",
+    )
+    group.add_argument(
         "--open-set-quantile",
         type=float,
         default=DEFAULT_QUANTILE,
@@ -520,6 +527,7 @@ def _train_bundle(data_dir: Path, out: Path, args: argparse.Namespace):
         epochs=args.epochs,
         patience=args.patience,
         seed=args.seed,
+        crop_to_content=args.crop_to_content,
     )
     trained = Bundle.train(
         dataset,

@@ -73,3 +73,27 @@ def test_bundle_finds_the_character_in_a_query_with_wide_margins(bundle, small_d
     (framed, original) = bundle.embed_files([path, queries["autogun"][0]])[0]
     assert float(framed @ original) > 0.95
     assert bundle.query_files([path])[0].characters[0].label == "autogun"
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_train_passes_no_crop_to_content_to_the_config(small_dataset, tmp_path, monkeypatch):
+    from lookalike.app.cli import main
+    from lookalike.bundle import Bundle
+
+    seen = []
+
+    def record(dataset, *, config, **options):
+        seen.append(config)
+        raise _Stop  # the wiring is what is under test; training is tested elsewhere
+
+    monkeypatch.setattr(Bundle, "train", staticmethod(record))
+    root, _ = small_dataset
+    for extra in ([], ["--no-crop-to-content"]):
+        try:
+            main(["train", str(root), "--out", str(tmp_path / "b"), *extra])
+        except _Stop:
+            pass
+    assert [config.crop_to_content for config in seen] == [True, False]
