@@ -386,7 +386,7 @@ def _decode_all(embedder: Embedder, paths: list) -> ImageBatch:
     batches = list(
         iter_image_batches(paths, size=config.image_size, batch_size=config.batch_size, crop=config.crop_to_content)
     )
-    size = embedder.config.image_size
+    size = config.image_size
     return ImageBatch(
         np.concatenate([b.indices for b in batches]) if batches else np.empty(0, np.int64),
         np.concatenate([b.images for b in batches]) if batches else np.empty((0, size, size, 3), np.uint8),

@@ -11,6 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def class_sums(embeddings: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Sum of each class's embeddings (float32, (n, d)) by class ``codes`` (int64, (n,), in ``[0, n_classes)``):
+    float64 ndarray of shape (n_classes, d)."""
+    sums = np.zeros((n_classes, embeddings.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes, embeddings)
+    return sums
+
+
 @dataclass(frozen=True)
 class ClassCentroids:
     """Each class's centroid: the L2-normalised mean of its embeddings.
@@ -30,8 +38,11 @@ class ClassCentroids:
     def fit(cls, embeddings: np.ndarray, codes: np.ndarray, n_classes: int) -> ClassCentroids:
         """Centroids of ``embeddings`` (float32, (n, d), L2-normalised) by class ``codes`` (int64, (n,), in
         ``[0, n_classes)``)."""
-        sums = np.zeros((n_classes, embeddings.shape[1]), dtype=np.float64)
-        np.add.at(sums, codes, embeddings)
+        return cls.from_sums(class_sums(embeddings, codes, n_classes))
+
+    @classmethod
+    def from_sums(cls, sums: np.ndarray) -> ClassCentroids:
+        """Centroids from each class's sum of embeddings (float64, (n_classes, d), as :func:`class_sums` gives)."""
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         return cls((sums / np.where(norms > 0, norms, 1.0)).astype(np.float32), norms[:, 0] == 0)
 

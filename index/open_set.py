@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .centroids import ClassCentroids
+from .centroids import ClassCentroids, class_sums
 from .search import EmbeddingIndex
 
 #: Share of known queries allowed to fall below the threshold (flagged "no close match").
@@ -132,9 +132,8 @@ def centroid_leave_one_out(
     embeddings = np.asarray(embeddings, dtype=np.float32)
     codes = np.asarray(codes, dtype=np.int64)
     rows = np.arange(len(embeddings)) if rows is None else np.asarray(rows, dtype=np.int64)
-    sums = np.zeros((n_classes, embeddings.shape[1]), dtype=np.float64)
-    np.add.at(sums, codes, embeddings)
-    similarity = ClassCentroids.fit(embeddings, codes, n_classes).similarities(embeddings[rows]).astype(np.float64)
+    sums = class_sums(embeddings, codes, n_classes)
+    similarity = ClassCentroids.from_sums(sums).similarities(embeddings[rows]).astype(np.float64)
     # Own class without the row: (s - e) / |s - e|, with |s - e|^2 = |s|^2 - 2 e.s + |e|^2.
     own_sum = sums[codes[rows]]
     e = embeddings[rows].astype(np.float64)
