@@ -121,17 +121,21 @@ def open_set_scorer(head, raw_index: np.ndarray, codes: np.ndarray):
 
     Returns a function of queries' pooled features (m, 1280) giving a dict of float ndarrays of shape (m,).
     """
+    from lookalike.index.centroids import ClassCentroids
+
     kernel, bias = head.softmax_weights()
     index = head.head_outputs(raw_index)[0]
-    centroids = l2(class_means(index, codes))
-    frozen_centroids = l2(class_means(l2(raw_index), codes))
+    n_classes = codes.max() + 1
+    centroids = ClassCentroids.fit(index, codes, n_classes)
+    frozen_centroids = ClassCentroids.fit(l2(raw_index), codes, n_classes)
     mahalanobis = relative_mahalanobis(index, codes)
 
     def scores(features: np.ndarray) -> dict[str, np.ndarray]:
         embedding, probabilities = head.head_outputs(features)
         similarity = np.sort(embedding @ index.T, axis=1)
         logits = head.config.logit_scale * embedding @ kernel + bias
-        centroid = embedding @ centroids.T
+        centroid = centroids.similarities(embedding)
+        frozen = frozen_centroids.similarities(l2(features))
         return {
             "best-image": similarity[:, -1],
             "centroid": centroid.max(axis=1),
@@ -139,8 +143,8 @@ def open_set_scorer(head, raw_index: np.ndarray, codes: np.ndarray):
             "max-softmax": probabilities.max(axis=1),
             "energy": logsumexp(logits, axis=1),
             "relative-mahalanobis": mahalanobis(embedding),
-            "frozen-centroid": (l2(features) @ frozen_centroids.T).max(axis=1),
-            "centroid+frozen": (centroid + l2(features) @ frozen_centroids.T).max(axis=1),
+            "frozen-centroid": frozen.max(axis=1),
+            "centroid+frozen": (centroid + frozen).max(axis=1),
         }
 
     return scores
