@@ -26,8 +26,8 @@ def search_image(
     k : int
         Number of nearest images and of nearest characters returned, at least 1.
     unknown_threshold : float, optional
-        Cosine similarity below which the best match is "no close match" (default: the bundle's calibrated
-        threshold, see :attr:`Bundle.open_set`).
+        Match score (see :attr:`QueryResult.match_score`) below which the best match is "no close match" (default:
+        the bundle's calibrated threshold, see :attr:`Bundle.open_set`).
 
     Returns
     -------

@@ -579,11 +579,14 @@ class Bundle:
         Raises
         ------
         BundleError
-            Not a bundle, written by another format version, a file missing or damaged, or its parts disagree.
+            Not a bundle, written by another format version, a file missing or damaged, its parts disagree, or
+            its "no close match" threshold is for a match score this version does not compute.
         """
         directory = Path(directory).expanduser()
         manifest = read_manifest(directory, required=CHECKED_FILES)
         try:
+            if manifest.open_set is not None:
+                OpenSetCalibration.from_dict(manifest.open_set)  # a score this version computes
             embedder = load_embedder(directory, precision=(manifest.precision or {}).get("chosen", "fp32"))
             index = EmbeddingIndex.load(directory)
         except (OSError, ValueError, zipfile.BadZipFile) as error:

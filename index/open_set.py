@@ -79,13 +79,25 @@ class OpenSetCalibration:
 
     @classmethod
     def from_dict(cls, values: dict) -> OpenSetCalibration:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Raises
+        ------
+        ValueError
+            The match score is not one of :data:`SCORES` (a calibration written by another version of lookalike).
+        """
+        score = str(values.get("score", "best-image"))
+        if score not in SCORES:
+            raise ValueError(
+                f"the open-set calibration is for the match score {score!r}, which this lookalike does not compute "
+                f"(it knows {', '.join(SCORES)}); retrain the bundle with this version"
+            )
         return cls(
             threshold=float(values["threshold"]),
             quantile=float(values["quantile"]),
             images=int(values["images"]),
             source=str(values.get("source", "indexed")),
-            score=str(values.get("score", "best-image")),
+            score=score,
         )
 
     def match_scores(self, centroid_similarity: np.ndarray, best_image: np.ndarray) -> np.ndarray:

@@ -4,13 +4,14 @@ answer carries it."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from lookalike.app.cli import main
-from lookalike.bundle import Bundle
+from lookalike.bundle import Bundle, BundleError
 from lookalike.index import open_set
 from lookalike.index.open_set import calibrate, leave_one_out_scores
 
@@ -76,28 +77,24 @@ def test_answers_say_whether_the_best_match_is_close_enough(bundle, small_datase
     assert bundle.query_files([noise])[0].unknown  # static is no character of the index
 
 
-def test_a_bundle_without_calibration_is_calibrated_on_load(bundle_path, tmp_path):
-    import shutil
+def _copy_with_manifest(bundle_path, folder, edit):
+    """A copy of the test bundle in ``folder``, its manifest changed by ``edit`` (a function of the dict)."""
+    shutil.copytree(bundle_path, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
 
-    old = tmp_path / "old.bundle"
-    shutil.copytree(bundle_path, old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    del manifest["open_set"]
-    (old / "manifest.json").write_text(json.dumps(manifest))
-    loaded = Bundle.load(old)
+
+def test_a_bundle_without_calibration_is_calibrated_on_load(bundle_path, tmp_path):
+    loaded = Bundle.load(_copy_with_manifest(bundle_path, tmp_path / "old.bundle", lambda m: m.pop("open_set")))
     assert loaded.open_set.threshold == pytest.approx(calibrate(loaded.index).threshold)
 
 
 def test_a_bundle_calibrated_on_best_images_keeps_that_score(bundle_path, small_dataset, tmp_path):
     """Bundles from before the centroid score carry a threshold for the best image's similarity."""
-    import shutil
-
     _, queries = small_dataset
-    old = tmp_path / "best-image.bundle"
-    shutil.copytree(bundle_path, old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    del manifest["open_set"]["score"]
-    (old / "manifest.json").write_text(json.dumps(manifest))
+    old = _copy_with_manifest(bundle_path, tmp_path / "best-image.bundle", lambda m: m["open_set"].pop("score"))
     loaded = Bundle.load(old)
     assert loaded.open_set.score == "best-image"
     answer = loaded.query_files([queries["arthur"][0]], k=3)[0]
@@ -141,3 +138,13 @@ def test_few_shot_bundles_calibrate_on_cross_fitted_heads(small_dataset, tmp_pat
     add_files(loaded, [queries["cook"][0]], label="cook")  # and saves
     assert len(Bundle.load(saved).index) == len(dataset.records) + 1
     assert Bundle.load(saved).open_set == calibration  # kept: no held-out images to calibrate on instead
+
+
+def test_a_bundle_calibrated_for_an_unknown_score_is_refused(bundle_path, tmp_path):
+    """A threshold is only meaningful for the score it was set on: one this version cannot compute is an error,
+    not a silent fallback to another score."""
+    other = _copy_with_manifest(
+        bundle_path, tmp_path / "other.bundle", lambda m: m["open_set"].update(score="centroid+backbone")
+    )
+    with pytest.raises(BundleError, match="centroid\\+backbone"):
+        Bundle.load(other)
