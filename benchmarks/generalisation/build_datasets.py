@@ -13,6 +13,11 @@ Datasets built (see ``DATASETS``):
   from sprite sheets (rows x columns given in each worker's ``init.lua``), six walking directions plus work
   animations; only workers with high-resolution (scale 4) sheets are used.
 
+Besides the characters, ``photos`` (``--only photos``; built by default) holds off-topic queries for the open set:
+5 seeded square crops (40-100 % of the short side, 224 px) of each of 21 photographs from the desktop wallpaper
+packages ``mate-backgrounds`` (its ``nature`` folder, 12 photos) and ``plasma-workspace-wallpapers`` (9 photos;
+its drawings are left out): flowers, grass, water, wood, a forest path, a jetty, boats, a building.
+
 Each dataset folder gets ``manifest.csv`` (class, file, source path inside the package, crop box in the source
 frame as ``x0 y0 x1 y1``), ``COPYRIGHT.debian`` (the package's copyright file) and ``dataset.json`` (package,
 version, counts). A contact sheet ``<name>_contact.png`` is written beside the dataset folders for eyeballing.
@@ -274,6 +279,58 @@ DATASETS: dict[str, tuple[str, Callable]] = {
 }
 
 
+#: The photographs of ``photos``: package -> files inside it (the wallpapers that are photos, not drawings).
+PHOTOS: dict[str, list[str]] = {
+    "mate-backgrounds": [
+        f"usr/share/backgrounds/mate/nature/{name}.jpg"
+        for name in (
+            "Aqua Blinds Dune FreshFlower Garden GreenMeadow LadyBird RainDrops Storm TwoWings Wood YellowFlower"
+        ).split()
+    ],
+    "plasma-workspace-wallpapers": [
+        f"usr/share/wallpapers/{name}/contents/images/1920x1080.jpg"
+        for name in "BytheWater ColdRipple DarkestHour EveningGlow FallenLeaf Grey OneStandsOut Path summer_1am".split()
+    ],
+}
+PHOTO_CROPS = 5  # square crops per photo
+PHOTO_SIDE = 224
+
+
+def write_photos(out_root: Path, workdir: Path) -> dict:
+    """Fetch the wallpaper packages and write ``out_root/photos``: :data:`PHOTO_CROPS` seeded square crops of every
+    photo of :data:`PHOTOS` (see the module docstring), with ``manifest.csv`` and ``dataset.json``."""
+    staging = out_root / ".photos.building"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    rows, versions = [], {}
+    for pkg, files in PHOTOS.items():
+        root, versions[pkg] = fetch_package(pkg, workdir / pkg)
+        shutil.copy(root / "usr/share/doc" / pkg / "copyright", staging / f"COPYRIGHT.{pkg}.debian")
+        for rel in files:
+            stem = Path(rel).parent.parent.parent.name if "wallpapers" in rel else Path(rel).stem
+            seed = int.from_bytes(hashlib.sha256(rel.encode()).digest()[:8], "little")
+            rng = np.random.default_rng(seed)
+            with Image.open(root / rel) as photo:
+                photo = photo.convert("RGB")
+                for k in range(PHOTO_CROPS):
+                    side = int(min(photo.size) * rng.uniform(0.4, 1.0))
+                    x0 = int(rng.integers(0, photo.size[0] - side + 1))
+                    y0 = int(rng.integers(0, photo.size[1] - side + 1))
+                    crop = photo.crop((x0, y0, x0 + side, y0 + side))
+                    name = f"{stem}-{k}.png"
+                    crop.resize((PHOTO_SIDE, PHOTO_SIDE), Image.Resampling.LANCZOS).save(staging / name)
+                    rows.append({"file": name, "source": f"{pkg}:{rel}", "box": f"{x0} {y0} {x0 + side} {y0 + side}"})
+    with open(staging / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "source", "box"])
+        writer.writeheader()
+        writer.writerows(rows)
+    info = {"name": "photos", "packages": versions, "images": len(rows)}
+    (staging / "dataset.json").write_text(json.dumps(info, indent=2))
+    shutil.rmtree(out_root / "photos", ignore_errors=True)
+    staging.rename(out_root / "photos")
+    return info
+
+
 def write_dataset(name: str, pkg: str, builder: Callable, out_root: Path, workdir: Path) -> dict:
     """Fetch ``pkg``, run ``builder`` over it and write the dataset folder ``out_root/name`` atomically."""
     root, version = fetch_package(pkg, workdir / pkg)
@@ -367,7 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         help="output folder, one sub-folder per dataset (default: %(default)s)",
     )
     ap.add_argument(
-        "--only", nargs="+", choices=list(DATASETS), help="build only these datasets (default: all character datasets)"
+        "--only",
+        nargs="+",
+        choices=[*DATASETS, "photos"],
+        help="build only these datasets (default: all character datasets and the photos)",
     )
     ap.add_argument("--force", action="store_true", help="rebuild datasets that already exist")
     ap.add_argument(
@@ -380,11 +440,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
 
-    names = args.only or list(DATASETS)
+    names = args.only or [*DATASETS, "photos"]
     args.out.mkdir(parents=True, exist_ok=True)
     infos = []
     with tempfile.TemporaryDirectory(prefix="lookalike-debs-") as tmpdir:
         workdir = args.keep_downloads or Path(tmpdir)
+        if "photos" in names:
+            names.remove("photos")
+            if (args.out / "photos" / "dataset.json").exists() and not args.force:
+                log.info("photos: already built in %s (use --force to rebuild)", args.out / "photos")
+            else:
+                log.info("photos: %d crops -> %s", write_photos(args.out, workdir)["images"], args.out / "photos")
         for name in names:
             meta = args.out / name / "dataset.json"
             if meta.exists() and not args.force:

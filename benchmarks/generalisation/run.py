@@ -95,7 +95,7 @@ def dataset_roots(names: list[str] | None) -> dict[str, Path]:
     """Benchmark datasets: the shared ones and those built into ~/.cache/lookalike/datasets/."""
     roots = {p.name: p for p in sorted(SHARED.iterdir()) if p.is_dir()} if SHARED.is_dir() else {}
     if BUILT.is_dir():
-        roots |= {p.name: p for p in sorted(BUILT.iterdir()) if p.is_dir() and p.name != "backgrounds"}
+        roots |= {p.name: p for p in sorted(BUILT.iterdir()) if p.is_dir() and p.name not in ("backgrounds", "photos")}
     roots = {n: p for n, p in roots.items() if not any(x in n.lower() for x in EXCLUDED)}
     if names:
         missing = sorted(set(names) - set(roots))
@@ -127,6 +127,12 @@ def protocol(name: str, root: Path, per_character: int) -> Protocol:
             train += [(p, label) for p in order[:TRAIN_PER_CHARACTER]]
             test += [(p, label) for p in order[TRAIN_PER_CHARACTER:][:per_character]]
     return Protocol(name, train, test, unknown_queries, unknown)
+
+
+def photo_queries() -> list[Path]:
+    """Crops of photographs (``build_datasets.py`` writes them to ``~/.cache/lookalike/datasets/photos``), off-topic
+    queries for the open set; none when they have not been built."""
+    return sorted((BUILT / "photos").glob("*.png"))
 
 
 def foreign_queries(roots: dict[str, Path], own: str, n: int) -> list[Path]:
@@ -327,15 +333,25 @@ def auroc(known: np.ndarray, negative: np.ndarray) -> float | None:
     return float(roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(negative))], np.r_[known, negative]))
 
 
-def open_set(known: np.ndarray, unknown: np.ndarray, foreign: np.ndarray, threshold: float) -> dict:
+def _num(value: float | None, digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals, or a dash for None (not measured)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def open_set(
+    known: np.ndarray, unknown: np.ndarray, foreign: np.ndarray, threshold: float, photo: np.ndarray | None = None
+) -> dict:
     """AUROCs of a match score (known = positive) and acceptance rates at ``threshold``."""
+    photo = np.empty(0) if photo is None else photo
     return {
         "auroc_unknown": auroc(known, unknown),
         "auroc_foreign": auroc(known, foreign),
+        "auroc_photo": auroc(known, photo),
         "threshold": threshold,
         "accepted_known": float(np.mean(known >= threshold)),
         "accepted_unknown": float(np.mean(unknown >= threshold)) if len(unknown) else None,
         "accepted_foreign": float(np.mean(foreign >= threshold)) if len(foreign) else None,
+        "accepted_photo": float(np.mean(photo >= threshold)) if len(photo) else None,
     }
 
 
@@ -347,7 +363,8 @@ def frozen_answers(index: np.ndarray, index_labels: np.ndarray, queries: np.ndar
 
 
 def lookalike_answers(bundle, paths: list[Path], desc: str) -> dict[str, np.ndarray]:
-    """Character, softmax, k-NN and centroid predictions and best-character similarity, via ``Bundle.query_files``."""
+    """Character, softmax, k-NN and centroid predictions, best-character similarity and the match score, via
+    ``Bundle.query_files``."""
     out = {key: [] for key in ("character", "softmax", "knn", "centroid", "score", "match")}
     chunk = 128
     for start in tqdm(range(0, len(paths), chunk), desc=f"lookalike {desc}", unit="batch", leave=False):
@@ -411,6 +428,7 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
     unknown = write_variants(name, "as-is", [p for p, _ in spec.unknown], backgrounds)
     foreign_paths = foreign_queries(roots, name, args.foreign)
     foreign = write_variants("foreign", "as-is", foreign_paths, backgrounds)
+    photos = photo_queries()
 
     # Frozen backbone: 1-NN (best image per character) over the same indexed (training) images.
     train_labels = np.array([label for _, label in spec.train])
@@ -423,6 +441,7 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
         frozen_answers(frozen_index, train_labels, frozen_features(unknown, f"{name} unknown"))[1],
         frozen_answers(frozen_index, train_labels, frozen_features(foreign, f"{name} foreign"))[1],
         threshold_of(frozen_index),
+        frozen_answers(frozen_index, train_labels, frozen_features(photos, "photos"))[1] if photos else None,
     )
 
     # lookalike, trained as `lookalike train FOLDER` does.
@@ -440,6 +459,7 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
         answers = {kind: lookalike_answers(bundle, variants[kind], f"{name} {kind}") for kind in KINDS}
         unknown_answers = lookalike_answers(bundle, unknown, f"{name} unknown")
         foreign_answers = lookalike_answers(bundle, foreign, f"{name} foreign")
+        photo_answers = lookalike_answers(bundle, photos, "photos") if photos else None
         query_seconds = time.perf_counter() - started
         answers |= {kind: lookalike_answers(bundle, variants[kind], f"{name} {kind}") for kind in HELD_OUT_KINDS}
         training = bundle.manifest.training
@@ -448,6 +468,7 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
             unknown_answers["match"],
             foreign_answers["match"],
             bundle.open_set.threshold,  # the bundle's own calibration and match score (lookalike.index.open_set)
+            photo_answers["match"] if photos else None,
         ) | {"calibration": bundle.open_set.source, "score": bundle.open_set.score}
         lookalike_open["auroc_unknown_best_image"] = auroc(answers["as-is"]["score"], unknown_answers["score"])
         lookalike_open["unknown_by_character"] = unknown_by_character(
@@ -459,7 +480,10 @@ def run_dataset(name: str, roots: dict[str, Path], config, args, backgrounds: li
             key: float(np.mean(answers[kind][key] == test_labels))
             for key in ("character", "softmax", "knn", "centroid")
         }
-    methods = ("frozen", "character", "softmax", "knn", "centroid")
+        # Known characters' queries of this kind accepted as a close match, at each one's threshold.
+        kinds[kind]["frozen_accepted"] = float(np.mean(frozen[kind][1] >= frozen_open["threshold"]))
+        kinds[kind]["accepted"] = float(np.mean(answers[kind]["match"] >= lookalike_open["threshold"]))
+    methods = ("frozen", "character", "softmax", "knn", "centroid", "frozen_accepted", "accepted")
     return {
         "characters": len(spec.train) // TRAIN_PER_CHARACTER,
         "unknown_characters": spec.unknown_characters,
@@ -490,8 +514,11 @@ def table(name: str, result: dict) -> str:
             f"{result['foreign_queries']} images of other datasets)"
         ),
         "",
-        "| query kind | frozen: nearest character | lookalike: nearest character | softmax | k-NN | centroid |",
-        "|---|---|---|---|---|---|",
+        (
+            "| query kind | frozen: nearest character | lookalike: nearest character | softmax | k-NN | centroid | "
+            "accepted as a close match: frozen / lookalike |"
+        ),
+        "|---|---|---|---|---|---|---|",
     ]
     rows = dict(result["kinds"]) | {"**mean over kinds**": result["mean_over_kinds"]}
     if "held_out_kinds" in result:
@@ -501,7 +528,8 @@ def table(name: str, result: dict) -> str:
         better = row["character"] - row["frozen"]
         lines.append(
             f"| {kind} | {row['frozen']:.3f} | {row['character']:.3f} ({better:+.3f}) | {row['softmax']:.3f} | "
-            f"{row['knn']:.3f} | {row['centroid']:.3f} |"
+            f"{row['knn']:.3f} | {row['centroid']:.3f} | {_num(row.get('frozen_accepted'), 2)} / "
+            f"{_num(row.get('accepted'), 2)} |"
         )
     f, l = result["open_set"]["frozen"], result["open_set"]["lookalike"]
     lines += [
@@ -513,10 +541,12 @@ def table(name: str, result: dict) -> str:
             f"{l['auroc_unknown']:.3f}; {l['auroc_unknown_best_image']:.3f} |"
         ),
         f"| AUROC, known vs other datasets | {f['auroc_foreign']:.3f} | {l['auroc_foreign']:.3f} |",
+        f"| AUROC, known vs photos | {_num(f.get('auroc_photo'))} | {_num(l.get('auroc_photo'))} |",
         (
-            f"| accepted at the threshold (frozen: 5 % of leave-one-out; lookalike: the bundle's): known / unknown / other | "
-            f"{f['accepted_known']:.2f} / {f['accepted_unknown']:.2f} / {f['accepted_foreign']:.2f} | "
-            f"{l['accepted_known']:.2f} / {l['accepted_unknown']:.2f} / {l['accepted_foreign']:.2f} |"
+            f"| accepted at the threshold (frozen: 5 % of leave-one-out; lookalike: the bundle's): known / unknown / "
+            f"other / photos | {f['accepted_known']:.2f} / {f['accepted_unknown']:.2f} / {f['accepted_foreign']:.2f}"
+            f" / {_num(f.get('accepted_photo'), 2)} | {l['accepted_known']:.2f} / {l['accepted_unknown']:.2f} / "
+            f"{l['accepted_foreign']:.2f} / {_num(l.get('accepted_photo'), 2)} |"
         ),
         "",
         "Unknown characters (lookalike): share accepted, mean match score, most often matched to: "
