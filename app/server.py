@@ -250,3 +250,21 @@ def under(path: str | os.PathLike, root: Path) -> Path:
     if not resolved.is_relative_to(root):
         raise ServeError("that folder is outside the data folder this server may train on")
     return resolved
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def bypass_proxy_for_loopback() -> None:
+    """Add the loopback addresses to ``NO_PROXY`` and ``no_proxy`` in this process's environment.
+
+    Gradio's ``launch`` checks that the server answers on its own loopback address with ``httpx``, which sends
+    requests through ``HTTP_PROXY``/``ALL_PROXY`` unless ``NO_PROXY`` names the host; behind a proxy without that
+    entry the app refuses to start ("When localhost is not accessible ..."; gradio issues 7100 and 9817). Entries
+    already there are kept.
+    """
+    for name in ("NO_PROXY", "no_proxy"):
+        entries = [entry.strip() for entry in os.environ.get(name, "").split(",") if entry.strip()]
+        missing = [host for host in LOOPBACK_HOSTS if host not in entries]
+        if missing:
+            os.environ[name] = ",".join(entries + missing)

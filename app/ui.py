@@ -29,7 +29,7 @@ from .map_page import cached_page, query_fragment
 from .maps import place_image
 from .report import CLASSIFIER_TITLES, confusion_figure, curves_figure
 from .search_view import query_image, search_view
-from .server import BundleRegistry, ServedFiles, ServeError, ServeOptions, new_name, under
+from .server import BundleRegistry, ServedFiles, ServeError, ServeOptions, bypass_proxy_for_loopback, new_name, under
 
 logger = logging.getLogger(__name__)
 
@@ -434,6 +434,7 @@ def serve(bundle: Bundle, options: ServeOptions = ServeOptions(), *, block: bool
         served_root = options.workspace / "served"
     app = build_app(bundle, options, served_root=served_root)
     app.queue(default_concurrency_limit=2)
+    bypass_proxy_for_loopback()  # gradio's start-up check asks the loopback address
     app.launch(
         server_name=options.host,
         server_port=options.port,

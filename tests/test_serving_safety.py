@@ -309,3 +309,20 @@ def test_error_messages_name_no_server_path(bundle, start, tmp_path):
         client.predict(handle_file(str(fake)), 3, api_name="/search")
     assert "not an image file" in str(refusal.value)
     assert "/tmp" not in str(refusal.value) and "gradio" not in str(refusal.value)
+
+
+def test_the_app_starts_when_a_proxy_is_configured(bundle, start, monkeypatch):
+    """Machines that reach the internet through a proxy (``HTTP_PROXY``, no ``NO_PROXY``) still serve: gradio's
+    start-up check asks the server's own loopback address, which must not go to the proxy."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nobody listens on: every request sent to this "proxy" fails
+    proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        url = start(bundle)
+        assert _status(f"{url}/gradio_api/info") == 200
+    finally:
+        closed.close()
