@@ -902,22 +902,38 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def reusable_demo_bundle(path: Path):
+    """The demo bundle at ``path`` if it can serve the demo as trained, else None (the reason printed).
+
+    Not reused: a directory that does not load as a bundle, and a bundle whose indexed images are no longer on
+    disk (trained from a checkout that has since moved or gone; the Audit and Evaluate tabs read them).
+    """
+    from lookalike.bundle import Bundle, BundleError
+
+    if not path.is_dir():
+        return None
+    try:
+        bundle = Bundle.load(path)
+    except BundleError as error:
+        print(f"cannot reuse the demo bundle ({error}); training it again")
+        return None
+    missing = sum(not record.path.is_file() for record in bundle.index.records)
+    if missing:
+        print(f"the demo bundle indexes {missing} images that are no longer on disk; training it again")
+        return None
+    print(f"reusing the demo bundle {path} (--retrain to train again)")
+    if bundle.thumbnails is None:  # written before bundles carried thumbnails
+        bundle.save(path)
+    return bundle
+
+
 def _demo(args: argparse.Namespace) -> int:
     options = _serve_options(args)
     from lookalike.app.ui import serve
-    from lookalike.bundle import Bundle, BundleError
     from lookalike.data import DEFAULT_DATASET
 
     path = args.bundle or default_demo_bundle()
-    bundle = None
-    if path.is_dir() and not args.retrain:
-        try:
-            bundle = Bundle.load(path)
-            print(f"reusing the demo bundle {path} (--retrain to train again)")
-            if bundle.thumbnails is None:  # written before bundles carried thumbnails
-                bundle.save(path)
-        except BundleError as error:
-            print(f"cannot reuse the demo bundle ({error}); training it again")
+    bundle = None if args.retrain else reusable_demo_bundle(path)
     if bundle is None:
         bundle = _train_bundle(DEFAULT_DATASET, path, args)
     print(f"open http://{args.host}:{args.port} (Ctrl+C stops)")

@@ -81,3 +81,28 @@ def test_audit_of_every_issue_writes_one_table_each(bundle_path, tmp_path, capsy
     for name in ("audit.csv", "audit-outlier.csv", "audit-duplicate.csv", "audit-quality.csv", "audit-balance.csv"):
         assert (tmp_path / name).is_file()
     assert main(["audit", str(bundle_path), "--issues", "label,colour"]) == EXIT_ERROR
+
+
+def test_the_demo_reuses_its_bundle_only_while_its_images_exist(bundle_path, small_dataset, tmp_path, capsys):
+    """A demo bundle trained from a checkout that has since gone is trained again, not served half-working."""
+    import hashlib
+    import shutil
+
+    from lookalike.app.cli import reusable_demo_bundle
+
+    root, _ = small_dataset
+    kept = tmp_path / "kept.bundle"
+    shutil.copytree(bundle_path, kept)
+    assert len(reusable_demo_bundle(kept).index) > 0
+    assert "reusing the demo bundle" in capsys.readouterr().out
+
+    moved = tmp_path / "moved.bundle"
+    shutil.copytree(bundle_path, moved)
+    metadata = moved / "metadata.json"
+    metadata.write_text(metadata.read_text().replace(str(root), str(tmp_path / "deleted-checkout")))
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["files"]["metadata.json"] = hashlib.sha256(metadata.read_bytes()).hexdigest()
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    assert reusable_demo_bundle(moved) is None
+    assert "no longer on disk; training it again" in capsys.readouterr().out
+    assert reusable_demo_bundle(tmp_path / "absent.bundle") is None
