@@ -170,11 +170,10 @@ def open_set_scorer(head, raw_index: np.ndarray, codes: np.ndarray, colour_index
     frozen_centroids = ClassCentroids.fit(l2(raw_index), codes, n_classes)
     mahalanobis = relative_mahalanobis(index, codes)
 
-    members = np.eye(n_classes, dtype=bool)[codes]  # (n, classes)
-
     def scores(features: np.ndarray, colours: np.ndarray) -> dict[str, np.ndarray]:
         embedding, probabilities = head.head_outputs(features)
-        colour = np.where(members, (colours @ colour_index.T)[:, :, None], -1.0).max(axis=1)  # (m, classes)
+        similar = colours @ colour_index.T  # (m, n): per class, its most similar image
+        colour = np.stack([similar[:, codes == c].max(axis=1) for c in range(n_classes)], axis=1)
         similarity = np.sort(embedding @ index.T, axis=1)
         logits = head.config.logit_scale * embedding @ kernel + bias
         centroid = centroids.similarities(embedding)
